@@ -1,0 +1,145 @@
+"""kb's command line: a thin click layer over the library modules."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import KbError
+from .paths import DEFAULT_DATA_DIR, DEFAULT_DB
+
+
+class KbGroup(click.Group):
+    """Turns kb's own errors and Ctrl-C into one line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KbError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted: everything fetched so far is kept; run the same command again to resume.", err=True)
+            sys.exit(130)
+        except BrokenPipeError:
+            sys.exit(1)
+
+
+def data_option(f):
+    return click.option("--data", "data_dir", type=click.Path(file_okay=False, path_type=Path),
+                        default=None, help=f"Data directory (default: ./{DEFAULT_DATA_DIR})")(f)
+
+
+def eutils_options(f):
+    """Options shared by every command that talks to NCBI E-utilities."""
+    f = click.option("--email", envvar="NCBI_EMAIL", help="Contact e-mail sent to NCBI (or NCBI_EMAIL)")(f)
+    f = click.option("--api-key", envvar="NCBI_API_KEY",
+                     help="NCBI API key: 10 requests/s instead of 3 (or NCBI_API_KEY); never stored")(f)
+    f = click.option("--offline", is_flag=True, help="Never touch the network; fail on a cache miss")(f)
+    f = click.option("--refresh", is_flag=True, help="Refetch instead of answering from the cache")(f)
+    return f
+
+
+@click.group(cls=KbGroup)
+@click.version_option(__version__, prog_name="kb")
+def cli():
+    """kb: turn one paper into a browsable literature knowledge base.
+
+    \b
+    kb fetch PMID|DOI|PMCID|URL ...   harvest papers, references, citers from PubMed
+    kb refs FILE                      parse and resolve a pasted reference list
+    kb import FILE ...                import PubMed XML / MEDLINE text files
+    kb build                          write the SQLite knowledge base
+    kb serve                          browse it in Datasette
+    kb export FORMAT                  GraphML, GEXF, JSON, CSV, BibTeX, RIS, CSL-JSON
+    """
+
+
+@cli.command()
+@click.argument("identifiers", nargs=-1, required=True)
+@data_option
+@click.option("--depth", type=click.IntRange(0, 10), default=1, show_default=True,
+              help="Hops to follow: 1 = the seeds and their references")
+@click.option("--cited-by", is_flag=True, help="Also follow citing papers (PubMed: citers in PMC only)")
+@click.option("--max-papers", type=click.IntRange(1), default=None, help="Stop expanding after this many papers")
+@eutils_options
+def fetch(identifiers, data_dir, depth, cited_by, max_papers, email, api_key, offline, refresh):
+    """Harvest papers, their references and (with --cited-by) their citers from PubMed."""
+    from .harvest import harvest_command
+
+    harvest_command(identifiers, data_dir=data_dir or DEFAULT_DATA_DIR, depth=depth, cited_by=cited_by,
+                    max_papers=max_papers, email=email, api_key=api_key, offline=offline, refresh=refresh)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@data_option
+@click.option("--citing", help="Identifier of the paper this reference list belongs to")
+@click.option("--match", "match_paths", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Record files or data directories to match references against offline")
+@eutils_options
+def refs(file, data_dir, citing, match_paths, email, api_key, offline, refresh):
+    """Parse a numbered (Vancouver) reference list and resolve it to PubMed records."""
+    from .refs import refs_command
+
+    refs_command(file, data_dir=data_dir or DEFAULT_DATA_DIR, citing=citing, match_paths=match_paths,
+                 email=email, api_key=api_key, offline=offline, refresh=refresh)
+
+
+@cli.command(name="import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@data_option
+def import_(files, data_dir):
+    """Import PubMed XML (efetch output, baseline/update files, .gz) and MEDLINE text (.nbib)."""
+    from .parse import import_command
+
+    import_command(files, data_dir=data_dir or DEFAULT_DATA_DIR)
+
+
+@cli.command()
+@data_option
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+              show_default=True, help="SQLite database to write")
+@click.option("--concepts", "lexicon", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Concept lexicon (YAML); default: the shipped datasets/concepts.yml")
+def build(data_dir, db_path, lexicon):
+    """Build the SQLite knowledge base from the records (default: the embedded seed dataset)."""
+    from .store import build_command
+
+    build_command(data_dir=data_dir, db_path=db_path, lexicon=lexicon)
+
+
+@cli.command()
+@click.argument("format", type=click.Choice(
+    ["graphml", "gexf", "json", "csv", "bibtex", "ris", "csl-json"], case_sensitive=False))
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None, help="File to write (default: stdout)")
+@click.option("--graph", type=click.Choice(["citations", "concepts"]), default="citations", show_default=True,
+              help="Which graph (graph formats only)")
+def export(format, db_path, output, graph):
+    """Export the knowledge base as a graph file or a bibliography."""
+    from .export import export_command
+
+    export_command(format.lower(), db_path=db_path, output=output, graph=graph)
+
+
+@cli.command()
+@data_option
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_DB,
+              show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=int, default=8001, show_default=True)
+@click.option("--rebuild", is_flag=True, help="Rebuild the database even when it exists")
+def serve(data_dir, db_path, host, port, rebuild):
+    """Serve the knowledge base in Datasette, building it first when it is missing."""
+    from .publish import serve_command
+
+    serve_command(data_dir=data_dir, db_path=db_path, host=host, port=port, rebuild=rebuild)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    cli()

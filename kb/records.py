@@ -1,0 +1,131 @@
+"""The interchange format between the harvest stage and `kb build`: JSON Lines records.
+
+A data directory (`--data DIR`, default `./kb-data`) looks like this::
+
+    DIR/
+      cache/               raw E-utilities responses, gzip-compressed (kb.eutils)
+      records/*.jsonl      records, one JSON object per line; `kb build` reads every file, in name order
+      kb.lock              held while a harvest writes
+
+Every record is a JSON object with a ``type``. The full field list is in docs/records.md;
+in short:
+
+``paper``
+    ``id`` (kb key, see :func:`paper_key`), ``pmid``, ``doi``, ``pmcid``, ``title``, ``abstract``,
+    ``abstract_sections`` [{label, category, text}], ``authors`` [{last, fore, initials, suffix,
+    collective, orcid, affiliations[]}], ``journal`` {title, iso, issn, issn_type, issn_linking,
+    nlm_id, country}, ``year``, ``pub_date``, ``volume``, ``issue``, ``pages``, ``languages`` [],
+    ``publication_types`` [{ui, name}], ``mesh`` [{ui, name, major, qualifiers [{ui, name, major}]}],
+    ``keywords`` [{text, major, owner}], ``chemicals`` [{ui, name, registry_number}],
+    ``references`` [{citation, pmid, doi, pmcid}], ``kind`` ("article" | "book"),
+    ``provenance``.
+``citation``
+    ``citing``, ``cited`` (kb keys; ``cited`` may be null when unresolved), ``raw`` (reference text),
+    ``cited_pmid``, ``cited_doi``, ``source`` (``pubmed-reflist``, ``elink:pubmed_pubmed_refs``,
+    ``elink:pubmed_pubmed_citedin``, ``ecitmatch``, ``esearch-title``, ``reflist-match``, ...),
+    ``resolved`` (bool), ``provenance``.
+``seed``
+    ``id`` (kb key) and ``query`` (what the user typed); marks a paper as a seed.
+``deleted``
+    ``pmid``: PubMed deleted this citation (``DeleteCitation``); `kb build` drops it.
+
+``provenance`` is {source, retrieved (ISO 8601 UTC or null), request (the E-utilities request
+without API key, or the file it came from), sources [URLs], note}.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from .errors import ParseError
+
+RECORD_TYPES = ("paper", "citation", "seed", "deleted")
+
+
+def normalize_doi(doi: str | None) -> str | None:
+    """A DOI in canonical form: no resolver prefix, lower case, stripped."""
+    if not doi:
+        return None
+    doi = doi.strip()
+    doi = re.sub(r"^(https?://(dx\.)?doi\.org/|doi:\s*)", "", doi, flags=re.I)
+    return doi.lower() or None
+
+
+def paper_key(pmid: str | None = None, doi: str | None = None, local: str | None = None) -> str:
+    """The kb key of a paper: ``pmid:N``, else ``doi:<doi>``, else ``ref:<local>``."""
+    if pmid:
+        return f"pmid:{str(pmid).strip()}"
+    doi = normalize_doi(doi)
+    if doi:
+        return f"doi:{doi}"
+    if local:
+        return f"ref:{local}"
+    raise ValueError("a paper needs a pmid, a doi or a local key")
+
+
+def provenance(source: str, retrieved: str | None = None, request: str | None = None,
+               sources: list[str] | None = None, note: str | None = None) -> dict:
+    """A provenance object, in the one shape every record uses."""
+    return {"source": source, "retrieved": retrieved, "request": request,
+            "sources": sources or [], "note": note}
+
+
+def dumps(record: dict) -> str:
+    """One record as one line of JSON, keys sorted so that files are deterministic."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write records to `path` atomically (temporary file, then rename); returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(dumps(record))
+                fh.write("\n")
+                count += 1
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return count
+
+
+def record_files(data_dir: str | os.PathLike) -> list[Path]:
+    """The record files of a data directory (or a single file), in a stable order."""
+    data_dir = Path(data_dir)
+    if data_dir.is_file():
+        return [data_dir]
+    folder = data_dir / "records" if (data_dir / "records").is_dir() else data_dir
+    return sorted(p for p in folder.iterdir()
+                  if p.is_file() and (p.name.endswith(".jsonl") or p.name.endswith(".jsonl.gz")))
+
+
+def read_records(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
+    """Yield the records of JSON Lines files (plain or .gz), with a clear error on a bad line."""
+    for path in paths:
+        path = Path(path)
+        opener = gzip.open if path.name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8") as fh:
+            for lineno, line in enumerate(fh, 1):
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ParseError(f"{path}:{lineno}: not a JSON record ({exc.msg})") from None
+                if not isinstance(record, dict) or record.get("type") not in RECORD_TYPES:
+                    raise ParseError(f"{path}:{lineno}: not a kb record (needs a type of {', '.join(RECORD_TYPES)})")
+                yield record
