@@ -1,0 +1,382 @@
+"""NCBI E-utilities client on Bio.Entrez, with kb's cache, rate limit and retry policy.
+
+Bio.Entrez builds every request (parameters, id joining, GET/POST choice, ECitMatch's bdata) but its
+URLs are fixed to NCBI and its ``_open`` sleeps and retries on its own. kb keeps the building and takes
+over the sending: :func:`_install_capture` replaces ``Bio.Entrez._open`` once with a dispatcher that,
+only inside :func:`_entrez_request` (a thread-local flag), returns the built ``urllib.request.Request``
+instead of opening it; outside kb the original ``_open`` runs as before. kb then rewrites the URL prefix
+to the base URL (``base_url=`` or ``KB_EUTILS_URL``, default NCBI's) and sends the request itself:
+
+- at most 3 requests/s without an API key, 10 with one, across all clients and threads of the process;
+- retries with exponential backoff and jitter on 429 (honouring Retry-After), 5xx, connection errors,
+  timeouts, truncated bodies, malformed XML and XML whose root holds an ``<ERROR>``; then one-line KbError;
+- every answer is cached (kb.cache) under a key without the API key; ``offline`` never sends anything;
+- ids are sent in batches of at most 200 (POST when the list is long); elink gets one ``id=`` per PMID,
+  so NCBI answers with one LinkSet per input id.
+
+The API key is sent to NCBI and nowhere else: not in cache keys, cache files, provenance, logs or errors.
+Tuning (for tests and slow links): ``KB_EUTILS_TIMEOUT`` (seconds per request, default 60) and
+``KB_EUTILS_BACKOFF`` (first retry delay in seconds, default 1; doubled per try).
+"""
+
+from __future__ import annotations
+
+import http.client
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import warnings
+from email.utils import parsedate_to_datetime
+from typing import Callable, Iterable, Iterator
+from urllib.error import HTTPError, URLError
+from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.request import Request, urlopen
+
+from Bio import Entrez
+from lxml import etree
+
+from . import __version__
+from .cache import Cache, cache_key, key_params, utc_now
+from .errors import KbError, NotFound
+from .records import provenance
+
+log = logging.getLogger("kb.eutils")
+
+NCBI_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
+BATCH = 200           # ids per efetch/elink request (NCBI's recommendation)
+ECITMATCH_BATCH = 100  # citations per ECitMatch request
+MAX_TRIES = 6
+MAX_WAIT = 120.0       # longest single wait, whatever Retry-After says
+PERMANENT_ERRORS = ("nothing todo", "invalid", "unknown", "not supported", "too long")
+
+
+# ------------------------------------------------------------------------------------------------
+# Bio.Entrez request capture
+# ------------------------------------------------------------------------------------------------
+
+_capture = threading.local()
+
+
+def _install_capture() -> None:
+    """Replace Bio.Entrez._open with a dispatcher that hands kb the built Request (see module docstring)."""
+    original = Entrez._open
+    if getattr(original, "_kb_capture", False):
+        return
+
+    def _open(request):
+        if getattr(_capture, "active", False):
+            return request
+        return original(request)
+
+    _open._kb_capture = True
+    _open.previous = getattr(original, "previous", 0)  # the original reads and writes `_open.previous`
+    Entrez._open = _open
+
+
+_install_capture()
+
+
+def _entrez_request(func: Callable, **params) -> Request:
+    """The urllib Request that Bio.Entrez's `func` (efetch, esearch, elink, ecitmatch) would send."""
+    _capture.active = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Biopython warns when no e-mail is set; kb says so once itself
+            request = func(**params)
+    finally:
+        _capture.active = False
+    if not isinstance(request, Request):  # pragma: no cover - a Biopython change
+        raise KbError("Bio.Entrez did not return a request: this Biopython version is not supported")
+    return request
+
+
+# ------------------------------------------------------------------------------------------------
+# Rate limit
+# ------------------------------------------------------------------------------------------------
+
+class RateLimiter:
+    """Spaces request starts at least `interval` seconds apart, for every thread of the process."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._next = 0.0
+
+    def wait(self, interval: float) -> None:
+        with self._lock:
+            now = time.monotonic()
+            start = max(now, self._next)
+            self._next = start + interval
+        if start > now:
+            time.sleep(start - now)
+
+
+RATE_LIMITER = RateLimiter()
+
+
+def min_interval(api_key: str | None) -> float:
+    """Seconds between requests: NCBI allows 3/s without an API key and 10/s with one (2% margin)."""
+    return 1.02 / (10 if api_key else 3)
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers
+# ------------------------------------------------------------------------------------------------
+
+def _chunks(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+def _unique(ids: Iterable) -> list[str]:
+    return list(dict.fromkeys(str(i).strip() for i in ids if str(i).strip()))
+
+
+def _xml(body: bytes):
+    parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, huge_tree=True)
+    return etree.fromstring(body, parser=parser)
+
+
+def xml_problem(body: bytes) -> str | None:
+    """Why an XML answer cannot be used (malformed, or an NCBI <ERROR>), or None when it is fine."""
+    try:
+        root = _xml(body)
+    except etree.XMLSyntaxError as exc:
+        return f"malformed or truncated XML ({str(exc).splitlines()[0][:80]})"
+    errors = [root] if root.tag == "ERROR" else root.findall("ERROR")
+    if errors:
+        text = " ".join((errors[0].text or "").split())[:120]
+        return f"NCBI error: {text or 'ERROR'}"
+    return None
+
+
+def describe(util: str, pairs) -> str:
+    """A short, key-free description of a request for messages: ``efetch id=1,2,3... (200 ids)``."""
+    parts = []
+    ids = [v for k, v in pairs if k == "id"]
+    for k, v in key_params(pairs):
+        if k in ("db", "retmode", "cmd", "dbfrom", "tool", "email") or (k == "id" and len(ids) > 1):
+            continue
+        if k == "id" and "," in v:
+            n = v.count(",") + 1
+            v = f"{v[:40]}... ({n} ids)" if len(v) > 40 else v
+        elif len(v) > 60:
+            v = v[:57] + "..."
+        parts.append(f"{k}={v}")
+    if len(ids) > 1:
+        shown = ",".join(ids[:3])
+        parts.append(f"id={shown}{'...' if len(ids) > 3 else ''} ({len(ids)} ids)")
+    return " ".join([util.split(".")[0]] + parts)
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+        except (TypeError, ValueError):
+            return None
+
+
+# ------------------------------------------------------------------------------------------------
+# The client
+# ------------------------------------------------------------------------------------------------
+
+class Eutils:
+    """E-utilities with cache, rate limit and retries. ``stats``: requests sent, cache hits, retries."""
+
+    def __init__(self, cache_dir, *, email=None, api_key=None, base_url=None, offline=False, refresh=False,
+                 tool="kb", progress=None, timeout=None, max_tries=MAX_TRIES, backoff=None):
+        self.cache = Cache(cache_dir)
+        self.email = email or None
+        self.api_key = api_key or None
+        self.tool = tool
+        self.offline = offline
+        self.refresh = refresh
+        self.progress = progress
+        self.base_url = self._base_url(base_url or os.environ.get("KB_EUTILS_URL") or NCBI_URL)
+        self.timeout = float(timeout or os.environ.get("KB_EUTILS_TIMEOUT") or 60)
+        self.max_tries = max(1, int(max_tries))
+        self.backoff = float(backoff if backoff is not None else os.environ.get("KB_EUTILS_BACKOFF") or 1.0)
+        self.interval = min_interval(self.api_key)
+        self.stats = {"requests": 0, "cache_hits": 0, "retries": 0}
+        self._lock = threading.Lock()
+        self._refreshed: set[str] = set()
+
+    @staticmethod
+    def _base_url(url: str) -> str:
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise KbError(f"KB_EUTILS_URL must be an http(s) URL such as {NCBI_URL}, not {url!r}")
+        return url if url.endswith("/") else url + "/"
+
+    # -- public interface --
+    def esearch(self, term: str, *, db: str = "pubmed", retmax: int = 20) -> list[str]:
+        """The ids (PMIDs for db=pubmed) that esearch finds for `term`, best first."""
+        body, _ = self._call("esearch.fcgi", Entrez.esearch, db=db, term=term, retmax=retmax)
+        return [e.text.strip() for e in _xml(body).findall("IdList/Id") if e.text and e.text.strip()]
+
+    def efetch_xml(self, pmids) -> Iterator[tuple[bytes, dict]]:
+        """Raw PubmedArticleSet XML for `pmids`, one batch of up to 200 at a time, with its provenance."""
+        for chunk in _chunks(_unique(pmids), BATCH):
+            body, header = self._call("efetch.fcgi", Entrez.efetch, db="pubmed", id=chunk, retmode="xml")
+            yield body, self.provenance(header, "pubmed-efetch")
+
+    def elink(self, pmids, linkname: str) -> dict[str, list[str]]:
+        """Linked ids per input id (``pubmed_pubmed_refs``, ``pubmed_pubmed_citedin``, ``pmc_pubmed``...)."""
+        result: dict[str, list[str]] = {}
+        for links, _ in self.elink_batches(pmids, linkname):
+            result.update(links)
+        return result
+
+    def elink_batches(self, ids, linkname: str) -> Iterator[tuple[dict[str, list[str]], dict]]:
+        """Like :meth:`elink`, one batch at a time, each with the provenance of its request."""
+        dbfrom = linkname.split("_", 1)[0]
+        for chunk in _chunks(_unique(ids), BATCH):
+            body, header = self._call("elink.fcgi", Entrez.elink, dbfrom=dbfrom, db="pubmed", linkname=linkname,
+                                      id=chunk, cmd="neighbor")
+            links = {i: [] for i in chunk}
+            for linkset in _xml(body).iterfind("LinkSet"):
+                set_ids = [e.text.strip() for e in linkset.findall("IdList/Id") if e.text]
+                if len(set_ids) != 1:
+                    continue
+                found = links.setdefault(set_ids[0], [])
+                for db in linkset.iterfind("LinkSetDb"):
+                    if (db.findtext("LinkName") or "").strip() == linkname:
+                        found.extend(e.text.strip() for e in db.findall("Link/Id") if e.text)
+            yield {k: list(dict.fromkeys(v)) for k, v in links.items()}, self.provenance(header, f"elink:{linkname}")
+
+    def ecitmatch(self, citations) -> dict[str, str | None]:
+        """PMIDs for citations [{key, journal, year, volume, first_page, author}] via ECitMatch: {key: pmid or None}."""
+        citations = list(citations)
+        result: dict[str, str | None] = {}
+        clean = lambda v: " ".join(str(v or "").replace("|", " ").split())  # noqa: E731
+        for start in range(0, len(citations), ECITMATCH_BATCH):
+            batch = citations[start:start + ECITMATCH_BATCH]
+            keys = {f"kb{start + i}": str(c.get("key", start + i)) for i, c in enumerate(batch)}
+            # NCBI's bdata format, one citation a line: journal|year|volume|first_page|author|key|
+            # (a ready string: Bio.Entrez drops tool/email/api_key when given a list of dicts)
+            bdata = "\r".join("|".join([clean(c.get("journal")), clean(c.get("year")), clean(c.get("volume")),
+                                         clean(c.get("first_page")), clean(c.get("author")), k, ""])
+                               for k, c in zip(keys, batch))
+            check = lambda body, keys=keys: self._ecitmatch_problem(body, keys)  # noqa: E731
+            body, _ = self._call("ecitmatch.cgi", Entrez.ecitmatch, db="pubmed", bdata=bdata, check=check)
+            for key, answer in self._ecitmatch_lines(body).items():
+                if key in keys:
+                    result[keys[key]] = answer if answer.isdigit() else None
+            for key in keys.values():
+                result.setdefault(key, None)
+        return result
+
+    def provenance(self, header: dict, source: str) -> dict:
+        """The provenance of an answer: its source, the cached retrieval time and the key-free request."""
+        return provenance(source, retrieved=header.get("retrieved"), request=header.get("request"))
+
+    # -- internals --
+    @staticmethod
+    def _ecitmatch_lines(body: bytes) -> dict[str, str]:
+        out = {}
+        for line in body.decode("utf-8", "replace").splitlines():
+            parts = line.split("|")
+            if len(parts) >= 7:
+                out[parts[5].strip()] = parts[6].strip()
+        return out
+
+    def _ecitmatch_problem(self, body: bytes, keys) -> str | None:
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError:
+            return "undecodable ECitMatch answer"
+        missing = set(keys) - set(self._ecitmatch_lines(body))
+        return f"incomplete ECitMatch answer ({len(missing)} of {len(keys)} lines missing)" if missing else None
+
+    def _event(self, name: str) -> None:
+        with self._lock:
+            self.stats[{"request": "requests", "cache_hit": "cache_hits", "retry": "retries"}[name]] += 1
+        if self.progress:
+            self.progress(name)
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self.api_key, "***") if self.api_key else text
+
+    def _call(self, util: str, func: Callable, check: Callable | None = None, **params) -> tuple[bytes, dict]:
+        """One E-utilities request: from the cache when possible, else sent with retries and cached."""
+        request = _entrez_request(func, tool=self.tool, email=self.email, api_key=self.api_key, **params)
+        url = request.full_url
+        if url.startswith(NCBI_URL):
+            request.full_url = self.base_url + url[len(NCBI_URL):]
+        request.add_header("User-Agent", f"kb/{__version__} (Biopython Bio.Entrez)")
+        pairs = parse_qsl(urlsplit(request.full_url).query, keep_blank_values=True)
+        if request.data:
+            pairs += parse_qsl(request.data.decode("utf-8"), keep_blank_values=True)
+        key = cache_key(util, pairs)
+        what = describe(util, pairs)
+        check = check or xml_problem
+        if not self.refresh or key in self._refreshed:
+            hit = self.cache.get(util, key)
+            if hit is not None:
+                body, header = hit
+                if check(body) is None:
+                    self._event("cache_hit")
+                    return body, header
+                self.cache.discard(util, key)  # a well-formed file with an unusable body: refetch
+                log.warning("cache entry for %s was unusable; fetching it again", what)
+        if self.offline:
+            raise NotFound(f"not in the cache: {what}; run without --offline")
+        body, status = self._fetch(request, util, what, check)
+        header = {"util": util, "params": key_params(pairs), "method": request.get_method(),
+                  "request": f"{self.base_url}{util}?{urlencode(key_params(pairs))}",
+                  "retrieved": utc_now(), "status": status}
+        header = self.cache.put(util, key, body, header)
+        self._refreshed.add(key)
+        return body, header
+
+    def _fetch(self, request: Request, util: str, what: str, check: Callable) -> tuple[bytes, int]:
+        """Send `request`, retrying transient failures with backoff; raise KbError after the last try."""
+        problem = None
+        for attempt in range(1, self.max_tries + 1):
+            RATE_LIMITER.wait(self.interval)
+            self._event("request")
+            log.debug("%s %s (try %d)", request.get_method(), what, attempt)
+            wait_hint = None
+            try:
+                with urlopen(request, timeout=self.timeout) as response:
+                    status = response.status
+                    body = response.read()
+                problem = check(body)
+                if problem is None:
+                    return body, status
+                if any(p in problem.lower() for p in PERMANENT_ERRORS) and problem.startswith("NCBI error"):
+                    raise KbError(self._redact(f"{what}: {problem}"))
+            except HTTPError as exc:
+                wait_hint = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
+                exc.close()
+                problem = f"HTTP {exc.code}"
+                if exc.code != 429 and exc.code < 500:
+                    hint = f" (is {self.base_url} an E-utilities URL? see KB_EUTILS_URL)" if exc.code == 404 else ""
+                    raise KbError(self._redact(f"{what}: HTTP {exc.code} {exc.reason}{hint}")) from None
+            except (socket.timeout, TimeoutError):
+                problem = f"no answer within {self.timeout:g} s"
+            except http.client.IncompleteRead as exc:
+                problem = f"truncated answer ({len(exc.partial)} bytes)"
+            except (URLError, http.client.HTTPException, ConnectionError, OSError) as exc:
+                reason = getattr(exc, "reason", None) or exc
+                problem = f"connection failed ({type(reason).__name__}: {reason})" if str(reason) else \
+                    f"connection failed ({type(reason).__name__})"
+            problem = self._redact(problem)
+            if attempt == self.max_tries:
+                break
+            delay = min(MAX_WAIT, self.backoff * 2 ** (attempt - 1) + random.uniform(0, self.backoff))
+            if wait_hint is not None:
+                delay = max(delay, min(MAX_WAIT, wait_hint))
+            log.info("%s: %s; retrying in %.1f s (try %d of %d)", what, problem, delay, attempt + 1, self.max_tries)
+            self._event("retry")
+            time.sleep(delay)
+        raise KbError(f"{what}: failed after {self.max_tries} tries (last: {problem}); "
+                      "run the same command again later to resume")
