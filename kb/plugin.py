@@ -1,0 +1,725 @@
+"""kb's Datasette plugin: citation and concept graph pages, a timeline, outbound links and a richer paper page.
+
+Every script and stylesheet is served by this plugin from installed packages (vis-network from pyvis,
+plotly.js from plotly) or from kb/static, so the pages work with no internet.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.util
+import json
+import re
+import sqlite3
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+from datasette import hookimpl
+from datasette.database import QueryInterrupted
+from datasette.facets import ArrayFacet, ColumnFacet
+from datasette.utils import escape_sqlite, path_with_added_args, path_with_removed_args, tilde_encode
+from datasette.utils.asgi import NotFound, Response
+from markupsafe import Markup
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+TEMPLATES_DIR = PACKAGE_DIR / "templates"
+STATIC_DIR = PACKAGE_DIR / "static"
+
+# Node caps: a browser draws a few hundred nodes smoothly; the page says when it shows a top-N.
+DEFAULT_NODES = 150
+MAX_NODES = 500
+PAPER_LIST_CAP = 200  # citers listed on a paper's page (all are counted and one click away)
+
+CONTENT_TYPES = {".js": "application/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                 ".svg": "image/svg+xml", ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
+LONG_CACHE = "public, max-age=31536000, immutable"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Static files: kb's own and the visualisation libraries, read from their installed packages.
+
+def _package_dir(name: str) -> Path | None:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def vendor_files() -> dict[str, Path]:
+    """Library assets served under /-/kb/static/: vis-network (shipped in pyvis) and plotly.js (shipped in plotly)."""
+    files = {}
+    pyvis = _package_dir("pyvis")
+    if pyvis:
+        for folder in sorted((pyvis / "lib").glob("vis-*")):
+            for name in ("vis-network.min.js", "vis-network.css"):
+                if (folder / name).is_file():
+                    files[name] = folder / name
+    plotly = _package_dir("plotly")
+    if plotly and (plotly / "package_data" / "plotly.min.js").is_file():
+        files["plotly.min.js"] = plotly / "package_data" / "plotly.min.js"
+    return files
+
+
+_static_cache: dict[str, tuple[bytes, bytes, str]] = {}
+
+
+def _static_file(name: str) -> tuple[bytes, bytes, str] | None:
+    """(body, gzipped body, version hash) of a static file, read once."""
+    if name in _static_cache:
+        return _static_cache[name]
+    path = vendor_files().get(name)
+    if path is None:
+        candidate = STATIC_DIR / name
+        if candidate.is_file() and candidate.resolve().parent == STATIC_DIR:
+            path = candidate
+    if path is None:
+        return None
+    body = path.read_bytes()
+    entry = (body, gzip.compress(body, 6, mtime=0), hashlib.sha256(body).hexdigest()[:12])
+    _static_cache[name] = entry
+    return entry
+
+
+def static_url(datasette, name: str) -> str:
+    """URL of a static file, versioned by content so that it can be cached for a year."""
+    entry = _static_file(name)
+    version = entry[2] if entry else "missing"
+    return datasette.urls.path(f"/-/kb/static/{name}?v={version}")
+
+
+async def static_view(request):
+    name = request.url_vars["path"]
+    entry = _static_file(name)
+    if entry is None:
+        raise NotFound(f"No static file {name}")
+    body, gz, version = entry
+    headers = {"Cache-Control": LONG_CACHE, "ETag": f'"{version}"', "Vary": "Accept-Encoding"}
+    if request.headers.get("if-none-match") == f'"{version}"':
+        return Response("", status=304, headers=headers)
+    content_type = CONTENT_TYPES.get(Path(name).suffix, "application/octet-stream")
+    if "gzip" in request.headers.get("accept-encoding", ""):
+        headers["Content-Encoding"] = "gzip"
+        body = gz
+    return Response(body, status=200, headers=headers, content_type=content_type)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Finding the knowledge base and reading it.
+
+def kb_database(datasette):
+    """The knowledge base: the first attached file database (`kb serve` attaches exactly one)."""
+    for name, db in datasette.databases.items():
+        if name == "_internal" or db.is_memory:
+            continue
+        return db
+    raise NotFound("No knowledge base database is attached")
+
+
+async def _require_kb(datasette):
+    db = kb_database(datasette)
+    tables = set(await db.table_names())
+    if not {"papers", "citations"} <= tables:
+        raise NotFound(f"Database {db.name} has no papers/citations tables: is it a kb database?")
+    return db
+
+
+def row_url(datasette, db_name: str, table: str, pk) -> str:
+    return datasette.urls.row(db_name, table, tilde_encode(str(pk)))
+
+
+def _int(value, default=None, lo=None, hi=None):
+    try:
+        number = int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+    if lo is not None:
+        number = max(lo, number)
+    if hi is not None:
+        number = min(hi, number)
+    return number
+
+
+def _graph_filters(request) -> dict:
+    args = request.args
+    return {
+        "year_min": _int(args.get("year_min")),
+        "year_max": _int(args.get("year_max")),
+        "hop_max": _int(args.get("hop_max"), lo=0),
+        "concept": (args.get("concept") or "").strip() or None,
+        "focus": (args.get("focus") or "").strip() or None,
+        "limit": _int(args.get("limit"), DEFAULT_NODES, 1, MAX_NODES),
+    }
+
+
+def _json_response(data, status=200):
+    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str), status=status,
+                    content_type="application/json; charset=utf-8",
+                    headers={"Cache-Control": "max-age=60", "Access-Control-Allow-Origin": "*"})
+
+
+def _where(filters: dict, alias: str = "p") -> tuple[list[str], dict]:
+    """SQL conditions and parameters for the year/hop/concept filters of the graph pages."""
+    where, params = [], {}
+    if filters.get("year_min") is not None:
+        where.append(f"{alias}.year >= :year_min")
+        params["year_min"] = filters["year_min"]
+    if filters.get("year_max") is not None:
+        where.append(f"{alias}.year <= :year_max")
+        params["year_max"] = filters["year_max"]
+    if filters.get("hop_max") is not None:
+        where.append(f"{alias}.hop <= :hop_max")
+        params["hop_max"] = filters["hop_max"]
+    if filters.get("concept"):
+        where.append(f"{alias}.id in (select paper_id from paper_concepts where concept_id = :concept)")
+        params["concept"] = filters["concept"]
+    return where, params
+
+
+PAPER_NODE_COLUMNS = ("p.id, p.pmid, p.doi, p.pmcid, p.title, p.journal, p.year, p.is_seed, p.hop, p.resolved, "
+                      "p.first_author, p.pagerank, p.citation_count_kb as in_degree, "
+                      "p.reference_count_kb as out_degree, p.community")
+
+
+async def _concept_labels(db) -> dict[str, str]:
+    return {row["id"]: row["label"] for row in await db.execute("select id, label from concepts order by id")}
+
+
+async def citation_graph(datasette, filters: dict) -> dict:
+    """Nodes (papers) and edges (citations) for the citation graph page, capped at `limit` nodes."""
+    db = await _require_kb(datasette)
+    limit = filters["limit"]
+    focus = filters.get("focus")
+    where, params = _where(filters)
+    focus_row = None
+    if focus:
+        focus_row = (await db.execute(f"select {PAPER_NODE_COLUMNS} from papers p where p.id = :id",
+                                      {"id": focus})).first()
+        if focus_row is None:
+            raise NotFound(f"No paper {focus} in the knowledge base")
+        cond = (" and " + " and ".join(where)) if where else ""
+        # The focus paper's references and citers, the most central first (both via indexes on citations).
+        neighbour_sql = f"""
+            select {PAPER_NODE_COLUMNS} from papers p
+            where p.id in (select cited_id from citations where citing_id = :focus
+                           union select citing_id from citations where cited_id = :focus){cond}
+            order by p.pagerank desc, p.id limit :cap"""
+        neighbours = list(await db.execute(neighbour_sql, dict(params, focus=focus, cap=max(limit - 1, 1))))
+        rows = [focus_row] + [r for r in neighbours if r["id"] != focus]
+        total = (await db.execute(
+            f"""select count(*) from papers p where p.id in (
+                    select cited_id from citations where citing_id = :focus
+                    union select citing_id from citations where cited_id = :focus){cond}""",
+            dict(params, focus=focus))).first()[0] + 1
+    else:
+        sql = f"select {PAPER_NODE_COLUMNS} from papers p"
+        if where:
+            sql += " where " + " and ".join(where)
+        # Ordered by the pagerank index (ties in index order), so the top-N needs no sort of the whole table.
+        rows = list(await db.execute(sql + " order by p.pagerank desc limit :limit", dict(params, limit=limit)))
+        count_sql = "select count(*) from papers p" + (" where " + " and ".join(where) if where else "")
+        total = (await db.execute(count_sql, params)).first()[0]
+    ids = [row["id"] for row in rows]
+    ids_json = json.dumps(ids)
+    edges = [dict(r) for r in await db.execute(
+        """select citing_id, cited_id, source from citations
+           where citing_id in (select value from json_each(:ids)) and cited_id in (select value from json_each(:ids))
+           order by citing_id, cited_id""", {"ids": ids_json})]
+    # Main concept of each paper: the match with the highest score.
+    main_concept = {}
+    for r in await db.execute(
+            """select paper_id, concept_id, score from paper_concepts
+               where paper_id in (select value from json_each(:ids)) order by paper_id, score desc, concept_id""",
+            {"ids": ids_json}):
+        main_concept.setdefault(r["paper_id"], r["concept_id"])
+    labels = await _concept_labels(db)
+    nodes = []
+    for r in rows:
+        nodes.append({
+            "id": r["id"], "title": r["title"], "journal": r["journal"], "year": r["year"],
+            "pmid": r["pmid"], "doi": r["doi"], "pmcid": r["pmcid"], "first_author": r["first_author"],
+            "resolved": bool(r["resolved"]),
+            "is_seed": bool(r["is_seed"]), "hop": r["hop"], "pagerank": r["pagerank"] or 0.0,
+            "in_degree": r["in_degree"] or 0, "out_degree": r["out_degree"] or 0, "community": r["community"],
+            "concept": main_concept.get(r["id"]), "concept_label": labels.get(main_concept.get(r["id"])),
+            "url": row_url(datasette, db.name, "papers", r["id"]),
+            "focus_url": datasette.urls.path("/-/kb/citations?focus=" + _q(r["id"])),
+        })
+    return {
+        "database": db.name, "nodes": nodes,
+        "edges": [{"from": e["citing_id"], "to": e["cited_id"], "source": e["source"]} for e in edges],
+        "total": total, "shown": len(nodes), "capped": len(nodes) < total, "limit": limit,
+        "focus": focus, "filters": {k: v for k, v in filters.items() if k not in ("limit",)},
+        "concepts": [{"id": k, "label": v} for k, v in sorted(labels.items())],
+    }
+
+
+def _q(value: str) -> str:
+    from urllib.parse import quote
+
+    return quote(str(value), safe=":")
+
+
+# Whole-KB aggregates (timeline, filtered concept graph) are computed once per immutable database and filter
+# set, then answered from memory: an immutable database cannot change under a running server.
+_CACHE_SIZE = 256
+_aggregate_cache: "OrderedDict[tuple, dict]" = OrderedDict()
+
+
+async def _cached(db, key: tuple, compute):
+    if db.is_mutable:
+        return await compute()
+    full_key = (id(db), db.name) + key
+    if full_key in _aggregate_cache:
+        _aggregate_cache.move_to_end(full_key)
+        return _aggregate_cache[full_key]
+    result = await compute()
+    _aggregate_cache[full_key] = result
+    while len(_aggregate_cache) > _CACHE_SIZE:
+        _aggregate_cache.popitem(last=False)
+    return result
+
+
+def _filter_key(filters: dict, names) -> tuple:
+    return tuple((name, filters.get(name)) for name in names)
+
+
+async def concept_graph(datasette, filters: dict) -> dict:
+    """Concepts (sized by paper count) and their co-occurrence edges (weighted by association strength)."""
+    db = await _require_kb(datasette)
+    return await _cached(db, ("concepts",) + _filter_key(filters, ("year_min", "year_max", "hop_max")),
+                         lambda: _concept_graph(datasette, db, filters))
+
+
+async def _concept_graph(datasette, db, filters: dict) -> dict:
+    where, params = _where({k: filters.get(k) for k in ("year_min", "year_max", "hop_max")})
+    concepts = [dict(r) for r in await db.execute(
+        "select id, label, description, paper_count from concepts order by id")]
+    if where:
+        # Filtered view: recount papers and co-occurrences among the papers that pass the filters, with the
+        # build's measure (observed / expected co-occurrence, N = resolved papers passing the filters).
+        cond = " and ".join(where)
+        by_paper: dict[str, list[str]] = {}
+        for paper_id, concept_id in await db.execute(
+                f"""select pc.paper_id, pc.concept_id from papers p join paper_concepts pc on pc.paper_id = p.id
+                    where {cond}""", params):
+            by_paper.setdefault(paper_id, []).append(concept_id)
+        counts, pair_counts = Counter(), Counter()
+        for members in by_paper.values():
+            members.sort()
+            for i, a in enumerate(members):
+                counts[a] += 1
+                for b in members[i + 1:]:
+                    pair_counts[(a, b)] += 1
+        # Papers known only from a reference (resolved = 0) have no year: under a year filter the count can stay
+        # on the year index instead of reading every row.
+        has_year = filters.get("year_min") is not None or filters.get("year_max") is not None
+        resolved = "" if has_year else "p.resolved = 1 and "
+        total = (await db.execute(f"select count(*) from papers p where {resolved}{cond}", params)).first()[0]
+        edges = []
+        for (a, b), n in sorted(pair_counts.items()):
+            ca, cb = counts.get(a, 0), counts.get(b, 0)
+            strength = round(total * n / (ca * cb), 6) if ca and cb else 0.0
+            edges.append({"from": a, "to": b, "papers": n, "strength": strength})
+    else:
+        counts = {c["id"]: c["paper_count"] or 0 for c in concepts}
+        edges = [{"from": r["concept_a"], "to": r["concept_b"], "papers": r["papers"], "strength": r["strength"]}
+                 for r in await db.execute(
+                     "select concept_a, concept_b, papers, strength from concept_edges order by concept_a, concept_b")]
+    max_strength = max([e["strength"] or 0 for e in edges] or [0]) or 1
+    for e in edges:
+        e["weight"] = round((e["strength"] or 0) / max_strength, 4)
+    community = _communities([c["id"] for c in concepts], edges)
+    nodes = [{"id": c["id"], "label": c["label"], "description": c["description"], "papers": counts.get(c["id"], 0),
+              "community": community.get(c["id"]),
+              "url": row_url(datasette, db.name, "concepts", c["id"]),
+              "papers_url": datasette.urls.path("/-/kb/citations?concept=" + _q(c["id"]))}
+             for c in concepts]
+    return {"database": db.name, "nodes": nodes, "edges": edges,
+            "filters": {k: v for k, v in filters.items() if k in ("year_min", "year_max", "hop_max")}}
+
+
+def _communities(ids, edges) -> dict:
+    """Louvain communities of the (small) concept graph, seeded so that colours are stable."""
+    import networkx as nx
+
+    graph = nx.Graph()
+    graph.add_nodes_from(ids)
+    for e in edges:
+        if e["papers"]:
+            graph.add_edge(e["from"], e["to"], weight=e["papers"])
+    result = {}
+    communities = nx.community.louvain_communities(graph, weight="weight", seed=42) if graph.number_of_nodes() else []
+    for number, members in enumerate(sorted(communities, key=lambda c: (-len(c), sorted(c)))):
+        for member in members:
+            result[member] = number
+    return result
+
+
+async def timeline(datasette, filters: dict) -> dict:
+    """Papers per year per concept (and in total) for the timeline chart."""
+    db = await _require_kb(datasette)
+    return await _cached(db, ("timeline",) + _filter_key(filters, ("year_min", "year_max", "hop_max")),
+                         lambda: _timeline(db, filters))
+
+
+async def _timeline(db, filters: dict) -> dict:
+    labels = await _concept_labels(db)
+    where, params = _where({k: filters.get(k) for k in ("year_min", "year_max", "hop_max")})
+    cond = (" and " + " and ".join(where)) if where else ""
+    series = {}
+    for r in await db.execute(
+            f"""select pc.concept_id, p.year, count(*) as n from paper_concepts pc join papers p on p.id = pc.paper_id
+                where p.year is not null{cond} group by pc.concept_id, p.year order by pc.concept_id, p.year""", params):
+        series.setdefault(r["concept_id"], []).append([r["year"], r["n"]])
+    totals = [[r["year"], r["n"]] for r in await db.execute(
+        f"select p.year, count(*) as n from papers p where p.year is not null{cond} group by p.year order by p.year",
+        params)]
+    # Every year of the span, zeros included, so that lines do not bridge empty years.
+    years = range(totals[0][0], totals[-1][0] + 1) if totals else range(0)
+    filled = []
+    for cid in sorted(labels):
+        counts = dict(series.get(cid, []))
+        filled.append({"concept": cid, "label": labels[cid], "points": [[y, counts.get(y, 0)] for y in years]})
+    return {"database": db.name, "total": totals, "series": filled}
+
+
+async def paper_details(datasette, paper_id: str) -> dict | None:
+    """A paper with its references, citers, concepts and MeSH headings, for the paper page section."""
+    db = await _require_kb(datasette)
+    paper = (await db.execute("select id, title, year, is_seed from papers where id = :id", {"id": paper_id})).first()
+    if paper is None:
+        return None
+
+    def link(r):
+        return {"id": r["id"], "title": r["title"], "year": r["year"], "journal": r["journal"],
+                "url": row_url(datasette, db.name, "papers", r["id"])}
+
+    references, unresolved = [], []
+    for r in await db.execute(
+            """select c.cited_id as id, c.raw, c.source, p.title, p.year, p.journal, p.resolved from citations c
+               join papers p on p.id = c.cited_id where c.citing_id = :id
+               order by p.year is null, p.year, c.cited_id""", {"id": paper_id}):
+        if r["resolved"]:
+            references.append(dict(link(r), source=r["source"]))
+        else:
+            unresolved.append(dict(link(r), raw=r["raw"] or r["title"] or r["id"], source=r["source"]))
+    # A much-cited paper can have thousands of citers: list the most central, count them all.
+    citers = [dict(link(r), source=r["source"]) for r in await db.execute(
+        """select * from (select p.id, p.title, p.year, p.journal, c.source, p.pagerank from citations c
+                          join papers p on p.id = c.citing_id where c.cited_id = :id
+                          order by p.pagerank desc, p.id limit :cap)
+           order by year, id""", {"id": paper_id, "cap": PAPER_LIST_CAP})]
+    citer_count = (await db.execute("select count(*) from citations where cited_id = :id", {"id": paper_id})).first()[0]
+    concepts = [{"id": r["concept_id"], "label": r["label"], "evidence": r["evidence"], "score": r["score"],
+                 "url": row_url(datasette, db.name, "concepts", r["concept_id"])}
+                for r in await db.execute(
+                    """select pc.concept_id, c.label, pc.evidence, pc.score from paper_concepts pc
+                       join concepts c on c.id = pc.concept_id where pc.paper_id = :id
+                       order by pc.score desc, pc.concept_id""", {"id": paper_id})]
+    mesh = [{"ui": r["descriptor_ui"], "name": r["name"], "major": bool(r["major"]), "qualifiers": r["qualifiers"],
+             "url": row_url(datasette, db.name, "mesh_descriptors", r["descriptor_ui"])}
+            for r in await db.execute(
+                """select pm.descriptor_ui, d.name, pm.major, pm.qualifiers from paper_mesh pm
+                   left join mesh_descriptors d on d.ui = pm.descriptor_ui where pm.paper_id = :id
+                   order by pm.major desc, d.name""", {"id": paper_id})]
+    return {"id": paper["id"], "title": paper["title"], "year": paper["year"], "is_seed": bool(paper["is_seed"]),
+            "references": references, "unresolved": unresolved, "citers": citers, "citer_count": citer_count,
+            "citers_url": datasette.urls.path(f"/{tilde_encode(db.name)}/citing_papers?paper=" + _q(paper["id"])),
+            "concepts": concepts, "mesh": mesh,
+            "focus_url": datasette.urls.path("/-/kb/citations?focus=" + _q(paper["id"]))}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Routes.
+
+async def _page(datasette, request, template: str, **context):
+    db = kb_database(datasette)
+    context.update({"kb_db": db.name, "kb_static": lambda name: static_url(datasette, name),
+                    "kb_nav": _nav_links(datasette)})
+    return Response.html(await datasette.render_template(template, context, request=request))
+
+
+def _nav_links(datasette) -> list[dict]:
+    return [{"href": datasette.urls.path("/-/kb/citations"), "label": "Citation graph"},
+            {"href": datasette.urls.path("/-/kb/concepts"), "label": "Concept graph"},
+            {"href": datasette.urls.path("/-/kb/timeline"), "label": "Timeline"}]
+
+
+async def citations_page(datasette, request):
+    filters = _graph_filters(request)
+    db = await _require_kb(datasette)
+    focus_title = None
+    if filters["focus"]:
+        row = (await db.execute("select title from papers where id = :id", {"id": filters["focus"]})).first()
+        if row is None:
+            raise NotFound(f"No paper {filters['focus']} in the knowledge base")
+        focus_title = row["title"]
+    concepts = [dict(r) for r in await db.execute("select id, label from concepts order by label")]
+    years = (await db.execute("select min(year), max(year) from papers")).first()
+    max_hop = (await db.execute("select max(hop) from papers")).first()[0]
+    return await _page(datasette, request, "kb_citations.html", filters=filters, concepts=concepts,
+                       focus_title=focus_title, year_span=(years[0], years[1]), max_hop=max_hop,
+                       data_url=datasette.urls.path("/-/kb/citations.json"), max_nodes=MAX_NODES)
+
+
+async def citations_json(datasette, request):
+    return _json_response(await citation_graph(datasette, _graph_filters(request)))
+
+
+async def concepts_page(datasette, request):
+    db = await _require_kb(datasette)
+    years = (await db.execute("select min(year), max(year) from papers")).first()
+    max_hop = (await db.execute("select max(hop) from papers")).first()[0]
+    return await _page(datasette, request, "kb_concepts.html", filters=_graph_filters(request),
+                       year_span=(years[0], years[1]), max_hop=max_hop,
+                       data_url=datasette.urls.path("/-/kb/concepts.json"))
+
+
+async def concepts_json(datasette, request):
+    return _json_response(await concept_graph(datasette, _graph_filters(request)))
+
+
+async def timeline_page(datasette, request):
+    await _require_kb(datasette)
+    return await _page(datasette, request, "kb_timeline.html", filters=_graph_filters(request),
+                       data_url=datasette.urls.path("/-/kb/timeline.json"))
+
+
+async def timeline_json(datasette, request):
+    return _json_response(await timeline(datasette, _graph_filters(request)))
+
+
+async def paper_json(datasette, request):
+    paper_id = (request.args.get("id") or "").strip()
+    if not paper_id:
+        return _json_response({"error": "give ?id=pmid:N (a papers.id)"}, status=400)
+    details = await paper_details(datasette, paper_id)
+    if details is None:
+        return _json_response({"error": f"no paper {paper_id}"}, status=404)
+    return _json_response(details)
+
+
+@hookimpl
+def register_routes():
+    return [
+        (r"^/-/kb/static/(?P<path>[A-Za-z0-9_][A-Za-z0-9_.-]*)$", static_view),
+        (r"^/-/kb/citations$", citations_page),
+        (r"^/-/kb/citations\.json$", citations_json),
+        (r"^/-/kb/concepts$", concepts_page),
+        (r"^/-/kb/concepts\.json$", concepts_json),
+        (r"^/-/kb/timeline$", timeline_page),
+        (r"^/-/kb/timeline\.json$", timeline_json),
+        (r"^/-/kb/paper\.json$", paper_json),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Templates, menu, cells and the paper page.
+
+@hookimpl
+def prepare_jinja2_environment(env):
+    """Put kb/templates before Datasette's defaults (a module-level plugin's templates are not found on its own)."""
+    from jinja2 import ChoiceLoader, FileSystemLoader
+
+    loader = env.loader
+    if isinstance(loader, ChoiceLoader):
+        for sub in loader.loaders:
+            if isinstance(sub, FileSystemLoader) and str(TEMPLATES_DIR) not in sub.searchpath:
+                # Datasette's own templates come last in this loader; a --template-dir stays first.
+                sub.searchpath.insert(max(len(sub.searchpath) - 1, 0), str(TEMPLATES_DIR))
+                return
+    env.loader = ChoiceLoader([FileSystemLoader(str(TEMPLATES_DIR)), loader])
+
+
+@hookimpl
+def menu_links(datasette):
+    return _nav_links(datasette)
+
+
+@hookimpl
+def extra_css_urls(datasette):
+    return [static_url(datasette, "kb.css")]
+
+
+PMID_RE = re.compile(r"^\d{1,9}$")
+PMCID_RE = re.compile(r"^PMC\d{1,9}$", re.I)
+
+
+@hookimpl
+def render_cell(value, column):
+    """PMIDs link to PubMed, DOIs to doi.org, PMCIDs to PubMed Central; everything escaped."""
+    if value is None or not isinstance(value, (str, int)) or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    if column == "pmid" and PMID_RE.match(text):
+        return Markup('<a class="kb-out" href="https://pubmed.ncbi.nlm.nih.gov/{0}/" title="Open in PubMed">{0}</a>'
+                      ).format(text)
+    if column == "doi" and text.lower().startswith("10."):
+        from urllib.parse import quote
+
+        return Markup('<a class="kb-out" href="https://doi.org/{0}" title="Resolve the DOI">{1}</a>').format(
+            quote(text, safe="/:;()._-<>[]"), text)
+    if column == "pmcid" and PMCID_RE.match(text):
+        return Markup('<a class="kb-out" href="https://www.ncbi.nlm.nih.gov/pmc/articles/{0}/" '
+                      'title="Open in PubMed Central">{0}</a>').format(text.upper())
+    return None
+
+
+@hookimpl
+def extra_template_vars(template, database, table, view_name, request, datasette):
+    """Data for kb's template additions: graph links everywhere, and the paper section on a paper's page."""
+
+    async def inner():
+        result = {"kb_nav": _nav_links(datasette)}
+        if view_name == "row" and table == "papers" and request is not None:
+            pks = request.url_vars.get("pks")
+            if pks and database == kb_database(datasette).name:
+                from datasette.utils import urlsafe_components
+
+                try:
+                    result["kb_paper"] = await paper_details(datasette, urlsafe_components(pks)[0])
+                except (NotFound, sqlite3.OperationalError):
+                    pass  # not a kb database after all: the row page stays Datasette's own
+        return result
+
+    return inner
+
+
+READ_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    """Refuse every request that could write (POST, PUT, PATCH, DELETE) when kb serves its database read-only."""
+
+    def wrap(app):
+        async def read_only_app(scope, receive, send):
+            if (scope.get("type") == "http" and getattr(datasette, "_kb_read_only", False)
+                    and scope.get("method", "GET").upper() not in READ_METHODS):
+                body = b"This knowledge base is read-only: only GET and HEAD requests are served.\n"
+                await send({"type": "http.response.start", "status": 405,
+                            "headers": [(b"content-type", b"text/plain; charset=utf-8"), (b"allow", b"GET, HEAD")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            await app(scope, receive, send)
+
+        return read_only_app
+
+    return wrap
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Facets for a large, immutable knowledge base.
+
+UNFILTERED_FACET_LIMIT_MS = 20000
+_facet_cache: "OrderedDict[tuple, list]" = OrderedDict()
+
+
+class CachedFacetMixin:
+    """Facet counts remembered per (database, SQL, parameters) when the database is immutable.
+
+    Counting every paper takes tens to hundreds of milliseconds per facet on 100,000 papers; an immutable
+    database cannot change, so each distinct filter pays it once. Facets of the unfiltered table are computed
+    without Datasette's facet time limit (once per process: `kb serve` does it before it starts listening).
+    """
+
+    async def counted_rows(self, sql: str) -> list[tuple]:
+        db = self.ds.get_database(self.database)
+        params = self.params if isinstance(self.params, dict) else list(self.params or [])
+        unfiltered = not params and " where " not in self.sql.lower()
+        limit = UNFILTERED_FACET_LIMIT_MS if unfiltered else self.ds.setting("facet_time_limit_ms")
+        key = (id(db), self.database, sql, json.dumps(params, sort_keys=True, default=str))
+        if not db.is_mutable and key in _facet_cache:
+            _facet_cache.move_to_end(key)
+            return _facet_cache[key]
+        result = await self.ds.execute(self.database, sql, self.params, truncate=False, custom_time_limit=limit)
+        rows = [(r["value"], r["count"]) for r in result.rows]
+        if not db.is_mutable:
+            _facet_cache[key] = rows
+            while len(_facet_cache) > _CACHE_SIZE:
+                _facet_cache.popitem(last=False)
+        return rows
+
+    async def suggest(self):
+        return []
+
+    async def facet_results(self):
+        facet_results, facets_timed_out = [], []
+        facet_size = self.get_facet_size()
+        pairs = self.get_querystring_pairs()
+        for source_and_config in self.get_configs():
+            config = source_and_config["config"]
+            column = config.get("column") or config["simple"]
+            try:
+                rows = await self.counted_rows(self.facet_sql(escape_sqlite(column), facet_size + 1))
+            except QueryInterrupted:
+                facets_timed_out.append(column)
+                continue
+            rows_shown = rows[:facet_size]
+            labels = await self.labels(column, [value for value, _ in rows_shown])
+            values = []
+            for value, count in rows_shown:
+                arg = self.filter_arg(column)
+                selected = (arg, str(value)) in pairs
+                if selected:
+                    toggle = path_with_removed_args(self.request, {arg: str(value)})
+                else:
+                    toggle = path_with_added_args(self.request, {arg: value})
+                values.append({"value": value, "label": labels.get(value, value), "count": count,
+                               "selected": selected,
+                               "toggle_url": self.ds.absolute_url(self.request, self.ds.urls.path(toggle))})
+            facet_results.append({
+                "name": column, "type": self.type, "results": values,
+                "hideable": source_and_config["source"] != "metadata",
+                "toggle_url": self.ds.urls.path(path_with_removed_args(self.request, {f"_facet_{self.type}": column})),
+                "truncated": len(rows) > facet_size,
+            })
+        return facet_results, facets_timed_out
+
+
+class CachedColumnFacet(CachedFacetMixin, ColumnFacet):
+    """Datasette's column facet (foreign keys shown by their labels), cached. In metadata.yml: ``- kb_column: col``."""
+
+    type = "kb_column"
+
+    def facet_sql(self, col: str, limit: int) -> str:
+        return (f"select {col} as value, count(*) as count from ({self.sql}) where {col} is not null "
+                f"group by {col} order by count desc, value limit {limit}")
+
+    def filter_arg(self, column: str) -> str:
+        return f"{column}__exact" if column.startswith("_") else column
+
+    async def labels(self, column, values) -> dict:
+        if not self.table or not values:
+            return {}
+        expanded = await self.ds.expand_foreign_keys(self.database, self.table, column, values)
+        return {value: label for (col, value), label in expanded.items()}
+
+
+class ListFacet(CachedFacetMixin, ArrayFacet):
+    """Datasette's array facet for JSON lists that hold each value once (as kb's build writes them), cached.
+
+    The built-in array facet de-duplicates every (value, whole row) pair, which takes seconds on 100,000
+    papers; this one counts list items directly. In metadata.yml: ``- kb_list: column``; choosing a value
+    filters with ``column__arraycontains``.
+    """
+
+    type = "kb_list"
+
+    def facet_sql(self, col: str, limit: int) -> str:
+        return (f"select j.value as value, count(*) as count from ({self.sql}) as kb_rows, "
+                f"json_each(kb_rows.{col}) as j where json_valid(kb_rows.{col}) "
+                f"group by j.value order by count(*) desc, j.value limit {limit}")
+
+    def filter_arg(self, column: str) -> str:
+        return f"{column}__arraycontains"
+
+    async def labels(self, column, values) -> dict:
+        return {}
+
+
+@hookimpl
+def register_facet_classes():
+    return [CachedColumnFacet, ListFacet]
