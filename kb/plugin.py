@@ -226,11 +226,13 @@ async def citation_graph(datasette, filters: dict) -> dict:
         """select citing_id, cited_id, source from citations
            where citing_id in (select value from json_each(:ids)) and cited_id in (select value from json_each(:ids))
            order by citing_id, cited_id""", {"ids": ids_json})]
-    # Main concept of each paper: the match with the highest score.
+    # Main concept of each paper: its most specific concept (carried by the fewest papers), then the best score,
+    # so that a paper on leukemia MRI is coloured "leukemia" rather than the ubiquitous "MRI".
     main_concept = {}
     for r in await db.execute(
-            """select paper_id, concept_id, score from paper_concepts
-               where paper_id in (select value from json_each(:ids)) order by paper_id, score desc, concept_id""",
+            """select pc.paper_id, pc.concept_id from paper_concepts pc join concepts c on c.id = pc.concept_id
+               where pc.paper_id in (select value from json_each(:ids))
+               order by pc.paper_id, c.paper_count, pc.score desc, pc.concept_id""",
             {"ids": ids_json}):
         main_concept.setdefault(r["paper_id"], r["concept_id"])
     labels = await _concept_labels(db)
