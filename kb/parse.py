@@ -966,16 +966,17 @@ def _parse_stream(src: _Source, head: bytes, prov: dict | None) -> Iterator[dict
         parser.close()
         yield from events()
     except etree.XMLSyntaxError as exc:
-        raise ParseError(_syntax_message(name, exc)) from None
+        raise ParseError(_syntax_message(name, exc, parser.error_log)) from None
     except etree.LxmlError as exc:
         raise ParseError(f"{name}: malformed XML ({_one_line(exc)})") from None
 
 
-def _syntax_message(name: str, exc: etree.XMLSyntaxError) -> str:
-    """One line: file, line and what libxml2 found first (the exception text alone is sometimes vague)."""
+def _syntax_message(name: str, exc: etree.XMLSyntaxError, log=None) -> str:
+    """One line: file, line and what libxml2 found first (the exception text alone is sometimes vague).
+    `log` is the parser's own error log: the exception's may hold errors of earlier, unrelated parses."""
     msg, line = exc.msg, exc.lineno or (exc.position[0] if exc.position else None)
     try:
-        errors = exc.error_log.filter_from_errors()
+        errors = (log if log is not None else exc.error_log).filter_from_errors()
     except AttributeError:  # pragma: no cover
         errors = None
     if errors:

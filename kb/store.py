@@ -1,0 +1,613 @@
+"""`kb build`: records (JSON Lines) -> one SQLite knowledge base, written atomically.
+
+The database is written to a temporary file beside the target and swapped in with os.replace, so a failed
+build leaves the previous database untouched. Same inputs, same table contents: rows are inserted sorted,
+every derived number is computed deterministically and no wall-clock time is stored.
+
+Merging: records of the same paper (same kb key, or a ``doi:`` key whose DOI a PMID-keyed paper also has —
+those keys are remapped to the ``pmid:`` key everywhere) are merged field by field: the first non-empty value
+wins, PubMed-sourced records first, then file order. Citation edges come from each paper's ``references``
+(source ``pubmed-reflist``) and from the citation records; an edge is one row per (citing, cited) with
+``source`` = its first source (PubMed reference list first, then alphabetical) and ``sources`` = the sorted
+JSON list of all of them. A reference that names no known id becomes a stub paper ``ref:<sha1 of the
+normalised reference text>`` (resolved = 0, title = the text), so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import time
+import unicodedata
+from pathlib import Path
+from typing import Callable, Iterable
+
+import sqlite_utils
+
+from . import __version__
+from .concepts import load_lexicon, match_paper
+from .errors import KbError, NotFound
+from .records import normalize_doi, read_records, record_files
+
+PUBMED_SOURCES = ("pubmed", "efetch", "medline", "eutils", "entrez")
+REFLIST_SOURCE = "pubmed-reflist"
+FTS_COLUMNS = ["title", "abstract", "mesh_text", "keywords_text"]
+
+# Table definitions: columns (in order), primary key, foreign keys (column, table, column).
+SCHEMA = {
+    "journals": ({"id": str, "title": str, "iso": str, "issn": str, "issn_linking": str, "nlm_id": str,
+                  "country": str, "paper_count": int}, "id", []),
+    "authors": ({"id": str, "name": str, "last_name": str, "fore_name": str, "initials": str, "collective": str,
+                 "orcid": str, "paper_count": int}, "id", []),
+    "papers": ({"id": str, "pmid": str, "doi": str, "pmcid": str, "title": str, "abstract": str,
+                "journal": str, "journal_iso": str, "journal_id": str, "year": int, "pub_date": str,
+                "volume": str, "issue": str, "pages": str, "language": str, "kind": str, "source": str,
+                "is_seed": int, "hop": int, "resolved": int, "authors_display": str, "first_author": str,
+                "author_count": int, "pubmed_url": str, "doi_url": str, "mesh_major": str, "mesh_terms": str,
+                "publication_types": str, "keywords": str, "concepts": str, "mesh_text": str,
+                "keywords_text": str, "citation_count_kb": int, "reference_count_kb": int, "pagerank": float,
+                "component": int, "community": int},
+               "id", [("journal_id", "journals", "id")]),
+    "paper_authors": ({"paper_id": str, "author_id": str, "position": int, "affiliations": str},
+                      ("paper_id", "position"), [("paper_id", "papers", "id"), ("author_id", "authors", "id")]),
+    "citations": ({"citing_id": str, "cited_id": str, "raw": str, "source": str, "sources": str, "resolved": int},
+                  ("citing_id", "cited_id"), [("citing_id", "papers", "id"), ("cited_id", "papers", "id")]),
+    "mesh_descriptors": ({"ui": str, "name": str, "tree_numbers": str, "paper_count": int}, "ui", []),
+    "paper_mesh": ({"paper_id": str, "descriptor_ui": str, "major": int, "qualifiers": str},
+                   ("paper_id", "descriptor_ui"),
+                   [("paper_id", "papers", "id"), ("descriptor_ui", "mesh_descriptors", "ui")]),
+    "keywords": ({"paper_id": str, "keyword": str, "major": int, "owner": str}, ("paper_id", "keyword"),
+                 [("paper_id", "papers", "id")]),
+    "publication_types": ({"paper_id": str, "name": str, "ui": str}, ("paper_id", "name"),
+                          [("paper_id", "papers", "id")]),
+    "concepts": ({"id": str, "label": str, "description": str, "mesh_uis": str, "tree_prefixes": str,
+                  "synonyms": str, "patterns": str, "entry": str, "paper_count": int, "first_year": int,
+                  "last_year": int}, "id", []),
+    "paper_concepts": ({"paper_id": str, "concept_id": str, "evidence": str, "score": float, "evidence_list": str},
+                       ("paper_id", "concept_id"), [("paper_id", "papers", "id"), ("concept_id", "concepts", "id")]),
+    "concept_edges": ({"concept_a": str, "concept_b": str, "papers": int, "strength": float},
+                      ("concept_a", "concept_b"), [("concept_a", "concepts", "id"), ("concept_b", "concepts", "id")]),
+    "concept_citations": ({"concept_a": str, "concept_b": str, "citations": int}, ("concept_a", "concept_b"),
+                          [("concept_a", "concepts", "id"), ("concept_b", "concepts", "id")]),
+    "paper_similarity": ({"paper_a": str, "paper_b": str, "cocitations": int, "coupling": int},
+                         ("paper_a", "paper_b"), [("paper_a", "papers", "id"), ("paper_b", "papers", "id")]),
+    "kb_meta": ({"key": str, "value": str}, "key", []),
+}
+
+INDEXES = [
+    ("papers", ["year"]), ("papers", ["pagerank"]), ("papers", ["hop"]), ("papers", ["is_seed"]),
+    ("papers", ["journal_id"]), ("papers", ["pmid"]), ("papers", ["doi"]), ("papers", ["component"]),
+    ("papers", ["community"]), ("papers", ["citation_count_kb"]), ("papers", ["resolved"]),
+    # citations is WITHOUT ROWID with primary key (citing_id, cited_id): that key is the citing_id index.
+    ("citations", ["cited_id"]),
+    ("paper_authors", ["author_id"]), ("paper_mesh", ["descriptor_ui"]), ("keywords", ["keyword"]),
+    ("publication_types", ["name"]), ("paper_concepts", ["concept_id"]), ("paper_concepts", ["concept_id", "score"]),
+    ("paper_similarity", ["paper_b"]),
+    ("concept_edges", ["concept_b"]), ("concept_citations", ["concept_b"]),
+]
+
+VIEWS = {
+    "citation_edges": """
+        SELECT c.citing_id, a.title AS citing_title, a.year AS citing_year,
+               c.cited_id, b.title AS cited_title, b.year AS cited_year, c.source, c.resolved
+        FROM citations c JOIN papers a ON a.id = c.citing_id JOIN papers b ON b.id = c.cited_id""",
+    "concept_edge_labels": """
+        SELECT e.concept_a, a.label AS label_a, e.concept_b, b.label AS label_b, e.papers, e.strength
+        FROM concept_edges e JOIN concepts a ON a.id = e.concept_a JOIN concepts b ON b.id = e.concept_b""",
+    "concept_citation_labels": """
+        SELECT e.concept_a, a.label AS label_a, e.concept_b, b.label AS label_b, e.citations
+        FROM concept_citations e JOIN concepts a ON a.id = e.concept_a JOIN concepts b ON b.id = e.concept_b""",
+    "paper_similarity_labels": """
+        SELECT s.paper_a, a.title AS title_a, s.paper_b, b.title AS title_b, s.cocitations, s.coupling
+        FROM paper_similarity s JOIN papers a ON a.id = s.paper_a JOIN papers b ON b.id = s.paper_b""",
+}
+
+
+def _empty(value) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _is_pubmed(record: dict) -> bool:
+    source = str((record.get("provenance") or {}).get("source") or "").lower()
+    return any(s in source for s in PUBMED_SOURCES)
+
+
+def normalise_reference(text: str) -> str:
+    """Reference text reduced to lower-case words, for a stable stub key."""
+    text = unicodedata.normalize("NFKC", text or "").lower()
+    text = re.sub(r"^\s*\[?\d{1,4}[\].)]?\s+", "", text)   # a leading reference number
+    return " ".join(re.findall(r"\w+", text))
+
+
+def stub_key(raw: str) -> str:
+    """The kb key of a paper known only from a reference string."""
+    return "ref:" + hashlib.sha1(normalise_reference(raw).encode("utf-8")).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _jsonl(value) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def _author_name(a: dict) -> str | None:
+    if a.get("collective"):
+        return a["collective"].strip()
+    last = (a.get("last") or "").strip()
+    if not last:
+        return None
+    initials = (a.get("initials") or "").strip()
+    if not initials and a.get("fore"):
+        initials = "".join(w[0] for w in re.split(r"[\s.-]+", a["fore"]) if w)
+    return f"{last} {initials}".strip()
+
+
+def _author_key(a: dict) -> str | None:
+    name = _author_name(a)
+    if not name:
+        return None
+    return unicodedata.normalize("NFKC", name).lower()
+
+
+def _authors_display(names: list[str]) -> str | None:
+    if not names:
+        return None
+    if len(names) > 3:
+        return ", ".join(names[:3]) + ", et al."
+    return ", ".join(names)
+
+
+def _journal_key(j: dict) -> str | None:
+    if not j:
+        return None
+    if j.get("nlm_id"):
+        return f"nlm:{j['nlm_id']}"
+    issn = j.get("issn_linking") or j.get("issn")
+    if issn:
+        return f"issn:{issn.upper()}"
+    title = j.get("title") or j.get("iso")
+    if title:
+        return "title:" + " ".join(re.findall(r"\w+", title.lower()))
+    return None
+
+
+class _Reader:
+    """Collects and merges the records of the build's input files."""
+
+    def __init__(self):
+        self.papers: dict[str, list] = {}
+        self.citations: list[dict] = []
+        self.seeds: list[dict] = []
+        self.deleted: set[str] = set()
+        self.order = 0
+
+    def add(self, record: dict):
+        kind = record["type"]
+        self.order += 1
+        if kind == "paper":
+            pmid = str(record["pmid"]).strip() if record.get("pmid") else None
+            key = f"pmid:{pmid}" if pmid else record.get("id")
+            if not key:
+                doi = normalize_doi(record.get("doi"))
+                key = f"doi:{doi}" if doi else None
+            if not key:
+                raise KbError(f"a paper record without id, pmid or doi: {str(record.get('title'))[:80]!r}")
+            # Keep memory low on large builds: drop what the database does not hold, refs as tuples.
+            record.pop("abstract_sections", None)
+            record.pop("chemicals", None)
+            refs = record.get("references")
+            if refs:
+                record["references"] = [(r, None, None) if isinstance(r, str) else
+                                        (r.get("citation"), r.get("pmid"), r.get("doi")) for r in refs]
+            self.papers.setdefault(key, []).append((0 if _is_pubmed(record) else 1, self.order, record))
+        elif kind == "citation":
+            self.citations.append(record)
+        elif kind == "seed":
+            self.seeds.append(record)
+        elif kind == "deleted":
+            if record.get("pmid"):
+                self.deleted.add(f"pmid:{str(record['pmid']).strip()}")
+
+    def merged(self):
+        """(papers by key, remap function): DOI keys folded into PMID keys, fields merged."""
+        doi_to_pmid = {}
+        for key in sorted(self.papers):
+            if key.startswith("pmid:"):
+                for _p, _o, rec in self.papers[key]:
+                    doi = normalize_doi(rec.get("doi"))
+                    if doi:
+                        doi_to_pmid.setdefault(doi, key)
+
+        def remap(key: str | None) -> str | None:
+            if key and key.startswith("doi:"):
+                return doi_to_pmid.get(normalize_doi(key[4:]), "doi:" + (normalize_doi(key[4:]) or ""))
+            return key
+
+        groups: dict[str, list] = {}
+        for key, recs in self.papers.items():
+            groups.setdefault(remap(key), []).extend(recs)
+        papers = {}
+        for key in sorted(groups):
+            if key in self.deleted:
+                continue
+            recs = [r for _p, _o, r in sorted(groups[key], key=lambda t: (t[0], t[1]))]
+            if len(recs) == 1:
+                merged = recs[0]          # the common case: no copy
+            else:
+                merged = {}
+                for rec in recs:
+                    for field, value in rec.items():
+                        if _empty(merged.get(field)) and not _empty(value):
+                            merged[field] = value
+            merged["id"] = key
+            merged["_pubmed"] = any(p == 0 for p, _o, _r in groups[key])
+            merged["_sources"] = sorted({str((r.get("provenance") or {}).get("source") or "")
+                                         for r in recs} - {""})
+            merged.pop("provenance", None)
+            papers[key] = merged
+        self.papers = {}
+        return papers, remap
+
+
+def _load_rows(conn: sqlite3.Connection, table: str, rows: Iterable[tuple]):
+    cols = list(SCHEMA[table][0])
+    sql = f"INSERT INTO [{table}] ({', '.join(f'[{c}]' for c in cols)}) VALUES ({', '.join('?' * len(cols))})"
+    conn.executemany(sql, rows)
+
+
+WITHOUT_ROWID = {"citations", "paper_similarity"}   # big tables keyed by a pair: the table is its own index
+
+
+def _create_tables(db: sqlite_utils.Database):
+    for table, (columns, pk, fks) in SCHEMA.items():
+        if table in WITHOUT_ROWID:
+            sql = db.create_table_sql(table, columns, pk=pk, foreign_keys=fks or None)
+            db.execute(sql.rstrip().rstrip(";") + " WITHOUT ROWID")
+        else:
+            db.create_table(table, columns, pk=pk, foreign_keys=fks or None)
+
+
+def build(record_paths, db_path, lexicon_path=None, progress: Callable[[str], None] | None = None) -> dict:
+    """Build the knowledge base at `db_path` from record files; returns a summary with counts and timings."""
+    say = progress or (lambda message: None)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    lexicon = load_lexicon(lexicon_path)
+    paths = [Path(p) for p in record_paths]
+    if not paths:
+        raise NotFound("no record files to build from")
+    for p in paths:
+        if not p.is_file():
+            raise NotFound(f"record file not found: {p}")
+
+    reader = _Reader()
+    for record in read_records(paths):
+        reader.add(record)
+    papers, remap = reader.merged()
+
+    db_path = Path(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    conn = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-200000")
+        conn.execute("PRAGMA temp_store=MEMORY")
+        db = sqlite_utils.Database(conn)
+        conn.execute("BEGIN")
+        counts = _write_base(db, conn, papers, remap, reader, lexicon, paths)
+        conn.execute("COMMIT")
+        del papers, reader                    # free the records before the graph phase
+        timings["load"] = time.perf_counter() - t0
+        say(f"load: {counts['papers']} papers, {counts['citations']} citations ({timings['load']:.1f}s)")
+
+        from . import graph
+
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        measures = graph.store_measures(db)
+        conn.execute("COMMIT")
+        timings["graph"] = time.perf_counter() - t
+        say(f"graph measures: {measures['similar_pairs']} similar pairs, {measures['communities']} communities "
+            f"({timings['graph']:.1f}s)")
+
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        concept_counts = graph.store_concept_graph(db)
+        conn.execute("COMMIT")
+        timings["concepts"] = time.perf_counter() - t
+        say(f"concept graph: {concept_counts['concept_edges']} edges ({timings['concepts']:.1f}s)")
+
+        t = time.perf_counter()
+        conn.execute("BEGIN")
+        for table, columns in INDEXES:       # after the bulk load: much faster than maintaining them
+            db[table].create_index(columns, if_not_exists=True)
+        conn.execute("COMMIT")
+        timings["indexes"] = time.perf_counter() - t
+        say(f"indexes: {timings['indexes']:.1f}s")
+
+        # FTS last: its triggers would re-index every row the graph phase updates.
+        t = time.perf_counter()
+        db["papers"].enable_fts(FTS_COLUMNS, create_triggers=True)
+        timings["fts"] = time.perf_counter() - t
+        say(f"fts: {timings['fts']:.1f}s")
+
+        counts.update(measures)
+        counts.update(concept_counts)
+        meta = {
+            "kb_version": __version__,
+            "built_from": _jsonl([{"file": p.name, "sha256": _sha256(p)} for p in paths]),
+            "lexicon": Path(lexicon.path).name,
+            "lexicon_sha256": lexicon.sha256,
+            "counts": _jsonl(counts),
+            "merge_rule": "first non-empty field; PubMed-sourced records first, then file order",
+            "pagerank": "networkx definition, alpha=0.85, tol=1e-6, uniform teleport and dangling",
+            "community_method": measures["community_method"],
+            "similarity_max_fanout": str(measures["similarity_max_fanout"]),
+            "similarity_min_shared": str(measures["similarity_min_shared"]),
+            "concept_strength": "strength = N * c_ab / (w_a * w_b): observed/expected co-occurrence, "
+                                "N = papers matched against the lexicon (resolved papers)",
+        }
+        conn.execute("BEGIN")
+        _load_rows(conn, "kb_meta", sorted(meta.items()))
+        conn.execute("COMMIT")
+        for name, sql in VIEWS.items():
+            db.create_view(name, sql.strip(), replace=True)
+        conn.execute("ANALYZE")
+        conn.close()
+        os.replace(tmp, db_path)
+    except BaseException:
+        try:
+            conn.close()
+        except Exception:
+            pass
+        if tmp.exists():
+            tmp.unlink()
+        raise
+    timings["total"] = time.perf_counter() - t0
+    return {"db": str(db_path), "counts": counts, "timings": timings}
+
+
+def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
+    """Papers, authors, journals, MeSH, keywords, citations and concept matches; returns counts."""
+    deleted = reader.deleted
+    edges: dict[tuple, dict] = {}
+    stubs: dict[str, dict] = {}
+
+    def cited_key(pmid=None, doi=None, cited=None, raw=None):
+        if cited:
+            key = remap(cited)
+        elif pmid:
+            key = f"pmid:{str(pmid).strip()}"
+        elif normalize_doi(doi):
+            key = remap("doi:" + normalize_doi(doi))
+        elif raw and normalise_reference(raw):
+            key = stub_key(raw)
+        else:
+            return None
+        if key not in papers and raw:
+            stubs.setdefault(key, {"raw": set()})["raw"].add(raw.strip())
+        return key
+
+    def add_edge(citing, cited, source, raw):
+        # edges[(citing, cited)] = {source: raw}; most edges have a single source, kept as a tuple to save memory
+        if not citing or not cited or citing == cited or citing in deleted or cited in deleted:
+            return
+        source = source or "unknown"
+        raw = raw.strip() if raw else None
+        pair = (citing, cited)
+        have = edges.get(pair)
+        if have is None:
+            edges[pair] = (source, raw)
+            return
+        if isinstance(have, tuple):
+            have = edges[pair] = {have[0]: have[1]}
+        if have.get(source) is None:
+            have[source] = raw
+
+    for key, p in papers.items():
+        for raw, pmid, doi in p.get("references") or ():
+            cited = cited_key(pmid=pmid, doi=doi, raw=raw)
+            add_edge(key, cited, REFLIST_SOURCE, raw)
+    for c in reader.citations:
+        citing = remap(c.get("citing"))
+        cited = cited_key(pmid=c.get("cited_pmid"), doi=c.get("cited_doi"), cited=c.get("cited"), raw=c.get("raw"))
+        add_edge(citing, cited, c.get("source"), c.get("raw"))
+    seeds = {remap(s.get("id")) for s in reader.seeds if s.get("id")} - deleted
+
+    # Stub papers for every id an edge or seed names that has no record.
+    for key in {k for e in edges for k in e} | seeds:
+        if key not in papers:
+            raws = sorted(stubs.get(key, {}).get("raw", ()))
+            title = re.sub(r"^\s*\[?\d{1,4}[\].)]?\s+", "", raws[0]) if raws else None
+            stub = {"id": key, "title": title, "_stub": True}
+            if key.startswith("pmid:"):
+                stub["pmid"] = key[5:]
+            elif key.startswith("doi:"):
+                stub["doi"] = key[4:]
+            papers[key] = stub
+
+    journals: dict[str, dict] = {}
+    authors: dict[str, dict] = {}
+    descriptors: dict[str, dict] = {}
+    paper_rows, pa_rows, mesh_rows, kw_rows, pt_rows, pc_rows = [], [], [], [], [], []
+    concept_labels = {c.id: c.label for c in lexicon.concepts}
+    concept_counts: dict[str, int] = {}
+    for key in sorted(papers):
+        p = papers[key]
+        stub = p.get("_stub", False)
+        j = p.get("journal") or {}
+        if isinstance(j, str):
+            j = {"title": j}
+        jkey = _journal_key(j)
+        if jkey:
+            row = journals.setdefault(jkey, {"id": jkey, "count": 0})
+            row["count"] += 1
+            for f in ("title", "iso", "issn", "issn_linking", "nlm_id", "country"):
+                if _empty(row.get(f)) and not _empty(j.get(f)):
+                    row[f] = j[f]
+        names = []
+        for pos, a in enumerate(p.get("authors") or (), 1):
+            akey = _author_key(a)
+            if not akey:
+                continue
+            name = _author_name(a)
+            names.append(name)
+            row = authors.setdefault(akey, {"name": name, "papers": set()})
+            row["papers"].add(key)
+            for f_out, f_in in (("last_name", "last"), ("fore_name", "fore"), ("initials", "initials"),
+                                ("collective", "collective"), ("orcid", "orcid")):
+                if _empty(row.get(f_out)) and not _empty(a.get(f_in)):
+                    row[f_out] = a[f_in]
+            affiliations = a.get("affiliations")
+            pa_rows.append((key, akey, pos, _jsonl(affiliations) if affiliations else "[]"))
+        mesh = p.get("mesh") or []
+        seen_ui = set()
+        starts = (len(mesh_rows), len(kw_rows), len(pt_rows), len(pc_rows))
+        for m in mesh:
+            ui = m.get("ui") or ("name:" + (m.get("name") or "")).lower()
+            if ui in seen_ui or ui == "name:":
+                continue
+            seen_ui.add(ui)
+            d = descriptors.setdefault(ui, {"name": m.get("name"), "count": 0})
+            d["count"] += 1
+            qualifiers = m.get("qualifiers")
+            quals = _jsonl(sorted((q.get("name") or q.get("ui") or "") + ("*" if q.get("major") else "")
+                                  for q in qualifiers)) if qualifiers else "[]"
+            mesh_rows.append((key, ui, 1 if m.get("major") or any(q.get("major") for q in qualifiers or ())
+                              else 0, quals))
+        kws = []
+        seen_kw = set()
+        for kw in p.get("keywords") or ():
+            text = (kw.get("text") if isinstance(kw, dict) else kw) or ""
+            text = text.strip()
+            if not text or text.lower() in seen_kw:
+                continue
+            seen_kw.add(text.lower())
+            kws.append(text)
+            kw_rows.append((key, text, 1 if isinstance(kw, dict) and kw.get("major") else 0,
+                            kw.get("owner") if isinstance(kw, dict) else None))
+        pts = []
+        for pt in p.get("publication_types") or ():
+            name = (pt.get("name") if isinstance(pt, dict) else pt) or ""
+            if name and name not in pts:
+                pts.append(name)
+                pt_rows.append((key, name, pt.get("ui") if isinstance(pt, dict) else None))
+        labels = []
+        if not stub:
+            for cid, best, score, evidence in match_paper(p, lexicon):
+                pc_rows.append((key, cid, best, score, _jsonl(evidence)))
+                labels.append(concept_labels[cid])
+                concept_counts[cid] = concept_counts.get(cid, 0) + 1
+        # rows go in primary-key order: papers are visited sorted, each paper's own rows sorted here
+        for rows, start in zip((mesh_rows, kw_rows, pt_rows, pc_rows), starts):
+            if len(rows) - start > 1:
+                rows[start:] = sorted(rows[start:])
+        year = p.get("year")
+        try:
+            year = int(year) if year not in (None, "") else None
+        except (TypeError, ValueError):
+            year = None
+        doi = normalize_doi(p.get("doi"))
+        pmid = str(p["pmid"]) if p.get("pmid") else None
+        langs = p.get("languages") or ([p["language"]] if p.get("language") else [])
+        source = None if stub else ", ".join(p.get("_sources") or []) or None
+        paper_rows.append((
+            key, pmid, doi, p.get("pmcid"), p.get("title"), p.get("abstract"),
+            j.get("title"), j.get("iso"), jkey, year, p.get("pub_date"), p.get("volume"), p.get("issue"),
+            p.get("pages"), ", ".join(langs) or None, p.get("kind"), source,
+            1 if key in seeds else 0, None, 0 if stub else 1, _authors_display(names),
+            names[0] if names else None, len(names),
+            f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/" if pmid else None,
+            f"https://doi.org/{doi}" if doi else None,
+            _jsonl(sorted({m.get("name") for m in mesh if m.get("name") and (
+                m.get("major") or any(q.get("major") for q in m.get("qualifiers") or ()))})),
+            _jsonl(sorted({m.get("name") for m in mesh if m.get("name")})),
+            _jsonl(pts), _jsonl(kws), _jsonl(labels),
+            "; ".join(m.get("name") for m in mesh if m.get("name")) or None,
+            "; ".join(kws) or None,
+            None, None, None, None, None))
+
+    _create_tables(db)
+    _load_rows(conn, "journals", ((k, r.get("title"), r.get("iso"), r.get("issn"), r.get("issn_linking"),
+                                   r.get("nlm_id"), r.get("country"), r["count"])
+                                  for k, r in sorted(journals.items())))
+    _load_rows(conn, "authors", ((k, r["name"], r.get("last_name"), r.get("fore_name"), r.get("initials"),
+                                  r.get("collective"), r.get("orcid"), len(r["papers"]))
+                                 for k, r in sorted(authors.items())))
+    _load_rows(conn, "papers", paper_rows)
+    _load_rows(conn, "paper_authors", pa_rows)
+    trees = lexicon.trees
+    _load_rows(conn, "mesh_descriptors", ((ui, d["name"], _jsonl(list(trees.get(ui, ()))), d["count"])
+                                          for ui, d in sorted(descriptors.items())))
+    _load_rows(conn, "paper_mesh", mesh_rows)
+    _load_rows(conn, "keywords", kw_rows)
+    _load_rows(conn, "publication_types", pt_rows)
+    cit_rows = []
+    source_lists: dict[str, str] = {}
+    stub_ids = {k for k, p in papers.items() if p.get("_stub")}
+    for pair in sorted(edges):
+        e = edges[pair]
+        if isinstance(e, tuple):                      # one source: the common case
+            first, raw = e
+            listed = source_lists.get(first)
+            if listed is None:
+                listed = source_lists[first] = _jsonl([first])
+        else:
+            sources = sorted(e, key=lambda s: (s != REFLIST_SOURCE, s))
+            first = sources[0]
+            raw = next((e[s] for s in sources if e[s]), None)
+            listed = _jsonl(sorted(e))
+        cit_rows.append((pair[0], pair[1], raw, first, listed, 0 if pair[1] in stub_ids else 1))
+    _load_rows(conn, "citations", cit_rows)
+    _load_rows(conn, "concepts", ((c.id, c.label, c.description, _jsonl(c.mesh), _jsonl(c.tree_prefixes),
+                                   _jsonl(c.synonyms), _jsonl(c.patterns + c.case_sensitive_patterns),
+                                   _jsonl(c.entry()), concept_counts.get(c.id, 0), None, None)
+                                  for c in sorted(lexicon.concepts, key=lambda c: c.id)))
+    _load_rows(conn, "paper_concepts", pc_rows)
+    return {"papers": len(paper_rows), "resolved_papers": sum(1 for r in paper_rows if r[19]),
+            "stub_papers": sum(1 for r in paper_rows if not r[19]), "citations": len(cit_rows),
+            "authors": len(authors), "journals": len(journals), "mesh_descriptors": len(descriptors),
+            "paper_concepts": len(pc_rows), "seeds": len(seeds), "deleted": len(deleted)}
+
+
+def build_command(data_dir, db_path, lexicon):
+    """`kb build`: pick the records (data dir, ./kb-data, or the embedded default), build, print a summary."""
+    import click
+
+    from .paths import DEFAULT_DATA_DIR, default_dataset
+
+    if data_dir is None:
+        local = Path(DEFAULT_DATA_DIR)
+        if (local / "records").is_dir() and record_files(local):
+            data_dir = local
+            click.echo(f"Building from {local}/records (the local data directory).", err=True)
+        else:
+            data_dir = default_dataset()
+            click.echo(f"No ./{DEFAULT_DATA_DIR}/records: building the embedded default dataset "
+                       f"(the Kato 2011 seed paper's neighbourhood) from {data_dir}.", err=True)
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise NotFound(f"data directory not found: {data_dir}")
+    files = record_files(data_dir)
+    if not files:
+        raise NotFound(f"no record files (*.jsonl) in {data_dir}")
+    summary = build(files, db_path, lexicon_path=lexicon,
+                    progress=lambda message: click.echo(f"  {message}", err=True))
+    c = summary["counts"]
+    click.echo(f"Wrote {db_path}: {c['papers']} papers ({c['stub_papers']} known only from references), "
+               f"{c['citations']} citations, {c['paper_concepts']} paper-concept links, "
+               f"{c['concept_edges']} concept edges in {summary['timings']['total']:.1f}s.")
+    return summary

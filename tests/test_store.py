@@ -1,0 +1,220 @@
+"""kb build: schema, merging, stubs, FTS, foreign keys, determinism and the atomic swap."""
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+from click.testing import CliRunner
+
+from kb.cli import cli
+from kb.errors import KbError, ParseError
+from kb.records import record_files
+from kb.store import build, stub_key
+
+FIXTURE = Path(__file__).parent / "fixtures" / "build"
+UNINDEXED = "Smith J. Unindexed report on marrow signal. Proc Fixture Soc. 1999;1:1-2."
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    path = tmp_path_factory.mktemp("kb") / "kb.db"
+    summary = build(record_files(FIXTURE), path)
+    return path, summary
+
+
+@pytest.fixture
+def db(built):
+    return sqlite_utils.Database(built[0])
+
+
+def dump(path):
+    """Every table's rows, sorted: the content two builds must share."""
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+              if not r[0].startswith("sqlite_stat") and not r[0].startswith("papers_fts_")]
+    out = {t: sorted(map(repr, conn.execute(f"SELECT * FROM [{t}]"))) for t in tables}
+    conn.close()
+    return out
+
+
+ISSUE3_COLUMNS = {
+    "papers": {"id", "pmid", "doi", "pmcid", "title", "abstract", "journal", "journal_iso", "year", "pub_date",
+               "volume", "issue", "pages", "language", "source", "is_seed", "hop", "citation_count_kb",
+               "reference_count_kb", "pagerank", "component", "community", "resolved", "authors_display",
+               "first_author", "mesh_major", "publication_types", "keywords", "concepts"},
+    "authors": {"id", "name"}, "paper_authors": {"paper_id", "author_id", "position"}, "journals": {"id", "title"},
+    "citations": {"citing_id", "cited_id", "raw", "source", "resolved"},
+    "mesh_descriptors": {"ui", "name"}, "paper_mesh": {"paper_id", "descriptor_ui", "major", "qualifiers"},
+    "keywords": {"paper_id", "keyword"}, "publication_types": {"paper_id", "name"},
+    "concepts": {"id", "label", "description", "entry", "paper_count", "first_year", "last_year"},
+    "paper_concepts": {"paper_id", "concept_id", "evidence", "score", "evidence_list"},
+    "concept_edges": {"concept_a", "concept_b", "papers", "strength"},
+    "concept_citations": {"concept_a", "concept_b", "citations"},
+    "paper_similarity": {"paper_a", "paper_b", "cocitations", "coupling"},
+    "kb_meta": {"key", "value"},
+}
+
+
+def test_schema_has_the_issue_names(db):
+    for table, columns in ISSUE3_COLUMNS.items():
+        assert table in db.table_names(), table
+        assert columns <= set(db[table].columns_dict), (table, columns - set(db[table].columns_dict))
+    assert {"citation_edges", "concept_edge_labels"} <= set(db.view_names())
+    assert db["papers"].detect_fts() == "papers_fts"
+
+
+def test_foreign_keys_declared_and_hold(db):
+    fks = {(fk.column, fk.other_table) for fk in db["citations"].foreign_keys}
+    assert fks == {("citing_id", "papers"), ("cited_id", "papers")}
+    assert {fk.other_table for fk in db["paper_concepts"].foreign_keys} == {"papers", "concepts"}
+    assert {fk.other_table for fk in db["paper_mesh"].foreign_keys} == {"papers", "mesh_descriptors"}
+    assert list(db.execute("PRAGMA foreign_key_check").fetchall()) == []
+    indexed = {tuple(i.columns) for t in ("citations", "paper_concepts", "papers") for i in db[t].indexes}
+    assert {("cited_id",), ("concept_id",), ("year",), ("pagerank",)} <= indexed
+    assert db["citations"].pks == ["citing_id", "cited_id"]          # WITHOUT ROWID: the key indexes citing_id
+    plan = " ".join(r[3] for r in db.execute(
+        "EXPLAIN QUERY PLAN SELECT * FROM citations WHERE citing_id = 'pmid:1'").fetchall())
+    assert "USING PRIMARY KEY" in plan
+
+
+def test_doi_key_merges_into_pmid_and_pubmed_fields_win(db):
+    ids = [r["id"] for r in db.query("SELECT id FROM papers ORDER BY id")]
+    assert not any(i.startswith("doi:") for i in ids)
+    p4 = db["papers"].get("pmid:4")
+    assert p4["title"] == "Diffusion-weighted imaging of the bone marrow"   # PubMed record beats the curated one
+    assert p4["doi"] == "10.1000/d4"
+    assert db["papers"].get("pmid:1")["is_seed"] == 1                      # seed given as doi: key, remapped
+    assert ("pmid:1", "pmid:4") in {(r["citing_id"], r["cited_id"]) for r in db["citations"].rows}
+
+
+def test_deleted_paper_and_its_edges_dropped(db):
+    assert not list(db.query("SELECT id FROM papers WHERE id = 'pmid:6'"))
+    assert not list(db.query("SELECT * FROM citations WHERE 'pmid:6' IN (citing_id, cited_id)"))
+
+
+def test_unresolved_reference_becomes_one_stub(db):
+    key = stub_key(UNINDEXED)
+    assert key == stub_key("1. " + UNINDEXED.upper())          # numbering and case do not change the key
+    stub = db["papers"].get(key)
+    assert stub["resolved"] == 0 and stub["title"] == UNINDEXED
+    citers = sorted(r["citing_id"] for r in db.query("SELECT citing_id FROM citations WHERE cited_id = ?", [key]))
+    assert citers == ["pmid:1", "pmid:2"]
+    assert {r["resolved"] for r in db.query("SELECT resolved FROM citations WHERE cited_id = ?", [key])} == {0}
+
+
+def test_citation_sources_deduplicated(db):
+    row = db["citations"].get(("pmid:1", "pmid:2"))
+    assert row["source"] == "pubmed-reflist"
+    assert json.loads(row["sources"]) == ["elink:pubmed_pubmed_refs", "pubmed-reflist"]
+    assert row["raw"].startswith("Two B. Hodgkin")
+    assert db["citations"].count == 10
+
+
+def test_paper_columns(db):
+    p1 = db["papers"].get("pmid:1")
+    assert p1["authors_display"] == "Kato M, Koh K, Kikuchi A, et al."
+    assert p1["first_author"] == "Kato M" and p1["author_count"] == 4
+    assert json.loads(p1["mesh_major"]) == ["Leukemia, Myeloid, Acute"]
+    assert json.loads(p1["keywords"]) == ["bone marrow"]
+    assert json.loads(p1["publication_types"]) == ["Journal Article"]
+    assert json.loads(p1["concepts"]) == ["MRI", "Bone marrow", "Leukemia"]
+    assert p1["pubmed_url"] == "https://pubmed.ncbi.nlm.nih.gov/1/" and p1["doi_url"] == "https://doi.org/10.1000/seed1"
+    assert p1["journal_id"] == "issn:1234-5678"
+    assert db["paper_mesh"].get(("pmid:1", "D008279"))["qualifiers"] == '["diagnostic imaging"]'
+    assert db["papers"].get("pmid:5")["authors_display"] == "Fixture Study Group"
+    assert db["authors"].get("kato m")["paper_count"] == 1
+    assert db["journals"].get("issn:1234-5678")["paper_count"] == 7
+
+
+def test_fts_over_title_abstract_mesh_keywords(built, tmp_path):
+    shutil.copy(built[0], tmp_path / "kb.db")
+    db = sqlite_utils.Database(tmp_path / "kb.db")
+
+    def search(q):
+        return sorted(r["id"] for r in db["papers"].search(q, columns=["id"]))
+    assert search("neuroblastoma") == ["pmid:2", "pmid:3"]          # title, abstract and MeSH
+    assert search("leukaemia") == ["pmid:1"]
+    assert search('"Magnetic Resonance Imaging"') == ["pmid:1"]
+    with db.conn:
+        db.execute("UPDATE papers SET title = 'zanzibar study' WHERE id = 'pmid:7'")   # triggers keep it in sync
+    assert search("zanzibar") == ["pmid:7"]
+
+
+def test_meta_has_inputs_not_clock(db, built):
+    meta = {r["key"]: r["value"] for r in db["kb_meta"].rows}
+    files = json.loads(meta["built_from"])
+    assert [f["file"] for f in files] == ["01-papers.jsonl", "02-more.jsonl"]
+    assert all(len(f["sha256"]) == 64 for f in files)
+    assert len(meta["lexicon_sha256"]) == 64
+    assert json.loads(meta["counts"])["papers"] == 8
+    assert not any("time" in k or "date" in k for k in meta)
+
+
+def test_two_builds_same_content_and_rebuild_idempotent(tmp_path, built):
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    build(record_files(FIXTURE), a)
+    build(record_files(FIXTURE), b)
+    assert dump(a) == dump(b) == dump(built[0])
+    build(record_files(FIXTURE), a)                     # rebuild over an existing database
+    assert dump(a) == dump(b)
+    assert sorted(os.listdir(tmp_path)) == ["a.db", "b.db"]
+
+
+def test_failed_build_leaves_old_database(tmp_path, built):
+    target = tmp_path / "kb.db"
+    shutil.copy(built[0], target)
+    before = dump(target)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "paper", "id": "pmid:9", "title": "ok"}\n{not json\n')
+    with pytest.raises(ParseError, match="bad.jsonl:2"):
+        build(record_files(FIXTURE) + [bad], target)
+    lexicon = tmp_path / "lexicon.yml"
+    lexicon.write_text("concepts:\n  - id: x\n    label: X\n    patterns: ['(unclosed']\n")
+    with pytest.raises(KbError, match="lexicon.yml:4"):
+        build(record_files(FIXTURE), target, lexicon_path=lexicon)
+    assert dump(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "kb.db", "lexicon.yml"]
+
+
+def test_failure_after_writing_started_cleans_up(tmp_path, built, monkeypatch):
+    import kb.graph
+
+    target = tmp_path / "kb.db"
+    shutil.copy(built[0], target)
+    before = dump(target)
+
+    def boom(db, **kw):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(kb.graph, "store_measures", boom)
+    with pytest.raises(RuntimeError):
+        build(record_files(FIXTURE), target)
+    assert dump(target) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["kb.db"]
+
+
+def test_cli_build_and_errors(tmp_path):
+    runner = CliRunner()
+    db = tmp_path / "out.db"
+    result = runner.invoke(cli, ["build", "--data", str(FIXTURE), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "8 papers" in result.output
+    assert sqlite_utils.Database(db)["papers"].count == 8
+    result = runner.invoke(cli, ["build", "--data", str(tmp_path / "missing"), "--db", str(db)])
+    assert result.exit_code != 0 and "not found" in result.output and "Traceback" not in result.output
+
+
+def test_cli_build_default_dataset_says_so(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["build", "--db", "kb.db"])
+    assert result.exit_code == 0, result.output
+    assert "embedded default dataset" in result.output
+    assert sqlite_utils.Database(tmp_path / "kb.db")["papers"].count >= 6
+    (tmp_path / "kb-data" / "records").mkdir(parents=True)
+    shutil.copy(FIXTURE / "records" / "01-papers.jsonl", tmp_path / "kb-data" / "records")
+    result = CliRunner().invoke(cli, ["build", "--db", "kb.db"])
+    assert result.exit_code == 0, result.output
+    assert "kb-data/records" in result.output
