@@ -20,6 +20,7 @@ from pathlib import Path
 import networkx as nx
 
 from . import graph as kbgraph
+from .records import ordinary_permissions
 from .errors import KbError, NotFound
 
 STOPWORDS = {"a", "an", "the", "of", "on", "in", "and", "for", "to", "with", "by", "at", "from", "is", "are"}
@@ -248,6 +249,7 @@ def export_command(fmt, db_path, output, graph="citations"):
     output.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
     try:
+        ordinary_permissions(tmp)
         with os.fdopen(fd, "wb") as fh:
             fh.write(raw)
         os.replace(tmp, output)

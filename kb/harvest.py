@@ -285,5 +285,5 @@ def harvest_command(identifiers, *, data_dir, depth=1, cited_by=False, max_paper
     if summary["errors"]:
         n = len(summary["errors"])
         raise KbError(f"{n} of {len(list(identifiers))} identifiers could not be harvested (see above)"
-                      + ("; the others were" if summary["papers"] else ""))
+                      + ("; the others were harvested" if summary["papers"] else ""))
     return summary

@@ -28,7 +28,7 @@ from typing import Callable, Iterable, Iterator
 from lxml import etree
 
 from .errors import KbError, NotFound, ParseError
-from .records import dumps, normalize_doi, paper_key, provenance as make_provenance
+from .records import dumps, normalize_doi, ordinary_permissions, paper_key, provenance as make_provenance
 
 try:  # optional: the same bytes as kb.records.dumps, about 6x faster (a large share of `kb import`)
     import orjson
@@ -1461,6 +1461,7 @@ class _Out:
     def __init__(self, target: Path):
         self.target = target
         fd, self.tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        ordinary_permissions(self.tmp)
         self.fh = os.fdopen(fd, "wb", buffering=0)
 
     def write(self, data: bytes):

@@ -1,7 +1,8 @@
 """A real browser on a real `kb serve`: the graph pages draw, links work, and nothing leaves 127.0.0.1.
 
 Headless Chromium from Debian's package (/usr/bin/chromium), driven by Playwright's Python package.
-Saves docs/screenshots/citation-graph.png and concept-graph.png.
+Saves screenshots of the citation and concept graph pages to $KB_SCREENSHOTS (default: a folder in the
+system's temporary directory); `KB_SCREENSHOTS=docs/screenshots make test` refreshes the README's pictures.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -24,7 +26,7 @@ CHROMIUM = os.environ.get("KB_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--no-first-run"]
 PROJECT = Path(__file__).resolve().parent.parent
-SCREENSHOTS = PROJECT / "docs" / "screenshots"
+SCREENSHOTS = Path(os.environ.get("KB_SCREENSHOTS") or Path(tempfile.gettempdir()) / "kb-screenshots").resolve()
 RECORDS = Path(__file__).parent / "fixtures" / "publish" / "records.jsonl"
 
 

@@ -147,7 +147,10 @@
     var options = {
       layout: { randomSeed: 7, improvedLayout: data.nodes.length < 150 },
       interaction: { hover: true, tooltipDelay: 120, navigationButtons: false, keyboard: true },
-      nodes: { shape: "dot", scaling: kind === "citations" ? { min: 8, max: 42 } : { min: 14, max: 60, label: { enabled: true, min: 14, max: 26 } },
+      nodes: { shape: "dot", scaling: kind === "citations" ? { min: 8, max: 42,
+                 /* size relative to the largest PageRank shown (area-like), not stretched between the smallest and
+                    largest: six near-equal PageRanks should give six near-equal dots */
+                 customScalingFunction: function (min, max, total, value) { return max > 0 ? Math.sqrt(value / max) : 0.5; } } : { min: 14, max: 60, label: { enabled: true, min: 14, max: 26 } },
                font: { size: 13, face: "Helvetica, Arial, sans-serif", strokeWidth: 3, strokeColor: "#ffffff" } },
       edges: { smooth: false, scaling: { min: 1, max: 12 }, selectionWidth: 2 },
       physics: { solver: "forceAtlas2Based",
