@@ -13,47 +13,26 @@ cache. Target: p95 < 150 ms for each.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import random
 import re
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import yaml
+from datasette.utils import tilde_encode
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+from serving import kb_serve  # noqa: E402  (tests/serving.py: kb serve in a child process)
+
 TARGET_MS = 150.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(db: Path, port: int):
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--db", str(db), "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while True:
-        if proc.poll() is not None:
-            sys.exit("kb serve failed: " + proc.stderr.read().decode()[-2000:])
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/-/versions.json", timeout=5)
-            return proc
-        except OSError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                sys.exit("kb serve did not start")
-            time.sleep(0.3)
 
 
 def endpoints(db: Path, n: int, seed: int = 7) -> dict[str, list[str]]:
@@ -84,7 +63,7 @@ def endpoints(db: Path, n: int, seed: int = 7) -> dict[str, list[str]]:
     queries = yaml.safe_load((ROOT / "metadata.yml").read_text())["databases"]["kb"]["queries"]
 
     def pk(paper):
-        return quote(paper.replace(":", "~3A"), safe="~")
+        return tilde_encode(paper)  # Datasette's own row-URL encoding (a DOI's "/" becomes ~2F, no redirect)
 
     out = {
         "papers table + facets (html)": [f"/{name}/papers"] * n,
@@ -142,9 +121,9 @@ def main():
     print(f"{args.db}: {conn.execute('select count(*) from papers').fetchone()[0]:,} papers, "
           f"{conn.execute('select count(*) from citations').fetchone()[0]:,} citations")
     conn.close()
-    port = free_port()
     t = time.perf_counter()
-    proc = start_server(args.db, port)
+    server = contextlib.ExitStack()
+    _, port = server.enter_context(kb_serve(args.db, cwd=ROOT, timeout=120))
     print(f"kb serve answered after {time.perf_counter() - t:.1f}s; {args.requests} requests per endpoint, "
           f"{args.clients} client(s)")
     plan = endpoints(args.db, args.requests)
@@ -181,11 +160,7 @@ def main():
             print(f"{label:38} {first:8.1f} {pct(times, 50):8.1f} {p95:8.1f} {times[-1]:8.1f}{flag}"
                   + (f"  ({len(bad)} non-200: {sorted(set(bad))})" if bad else ""))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.close()
     print(f"target: p95 < {TARGET_MS:.0f} ms per endpoint; {failures} failed requests")
 
 

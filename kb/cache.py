@@ -14,10 +14,11 @@ import gzip
 import hashlib
 import json
 import os
-import tempfile
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
+
+from .records import atomic_write
 
 SECRET_PARAMS = frozenset({"api_key"})
 IGNORED_PARAMS = frozenset({"api_key", "email", "tool"})
@@ -88,19 +89,11 @@ class Cache:
         path = self.path(util, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         payload = json.dumps(header, sort_keys=True, ensure_ascii=False).encode("utf-8") + b"\n" + body
-        fd, tmp = tempfile.mkstemp(prefix=f".{key[:16]}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                # mtime=0: the bytes depend on the content only
-                with gzip.GzipFile(filename="", fileobj=fh, mode="wb", compresslevel=6, mtime=0) as gz:
-                    gz.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        # The temporary name carries the writer's pid so that a dead writer's leftovers can be told apart.
+        with atomic_write(path, prefix=f".{key[:16]}.{os.getpid()}.") as fh:
+            # mtime=0: the bytes depend on the content only
+            with gzip.GzipFile(filename="", fileobj=fh, mode="wb", compresslevel=6, mtime=0) as gz:
+                gz.write(payload)
         return header
 
     def remove_stale_temporaries(self) -> int:

@@ -10,17 +10,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 import sqlite3
-import tempfile
 import unicodedata
 from pathlib import Path
 
 import networkx as nx
 
 from . import graph as kbgraph
-from .records import ordinary_permissions
+from .records import atomic_write
 from .errors import KbError, NotFound
 
 STOPWORDS = {"a", "an", "the", "of", "on", "in", "and", "for", "to", "with", "by", "at", "from", "is", "are"}
@@ -247,15 +245,7 @@ def export_command(fmt, db_path, output, graph="citations"):
     if output.is_dir():
         raise KbError(f"{output} is a directory; give a file name")
     output.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=output.name + ".", suffix=".tmp", dir=output.parent)
-    try:
-        ordinary_permissions(tmp)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(output) as fh:
+        fh.write(raw)
     click.echo(f"Wrote {output} ({fmt}{', ' + graph + ' graph' if fmt in ('graphml', 'gexf', 'json', 'csv') else ''}).",
                err=True)

@@ -632,24 +632,34 @@ def _require_pmid(pmid, el) -> str:
     return pmid
 
 
+def _unwrap(el, wrapper: str, main_tag: str, data_tag: str):
+    """(citation element, PubMed data element or None) of a wrapped record such as <PubmedArticle>;
+    a bare <MedlineCitation> or <BookDocument> (baseline files) is its own citation element."""
+    if el.tag != wrapper:
+        return el, None
+    main = data = None
+    for c in el:
+        if c.tag == main_tag:
+            main = c
+        elif c.tag == data_tag:
+            data = c
+    if main is None:
+        raise ParseError(f"line {el.sourceline}: <{wrapper}> without <{main_tag}>")
+    return main, data
+
+
+def _empty_journal() -> dict:
+    return {"title": None, "iso": None, "issn": None, "issn_type": None, "issn_linking": None,
+            "nlm_id": None, "country": None, "medline_ta": None}
+
+
 def _article(el, prov: dict) -> dict:
     """One paper record from a PubmedArticle or a bare MedlineCitation."""
-    if el.tag == "PubmedArticle":
-        mc = pd = None
-        for c in el:
-            if c.tag == "MedlineCitation":
-                mc = c
-            elif c.tag == "PubmedData":
-                pd = c
-        if mc is None:
-            raise ParseError(f"line {el.sourceline}: <PubmedArticle> without <MedlineCitation>")
-    else:
-        mc, pd = el, None
+    mc, pd = _unwrap(el, "PubmedArticle", "MedlineCitation", "PubmedData")
 
     pmid = article = pmc_other = None
     mesh, keywords, chemicals, cites = [], [], [], []
-    journal = {"title": None, "iso": None, "issn": None, "issn_type": None, "issn_linking": None,
-               "nlm_id": None, "country": None, "medline_ta": None}
+    journal = _empty_journal()
     for c in mc:
         t = c.tag
         if t == "PMID":
@@ -783,17 +793,7 @@ def _article(el, prov: dict) -> dict:
 
 def _book(el, prov: dict) -> dict:
     """One paper record (kind "book") from a PubmedBookArticle or a bare BookDocument."""
-    if el.tag == "PubmedBookArticle":
-        bd = pbd = None
-        for c in el:
-            if c.tag == "BookDocument":
-                bd = c
-            elif c.tag == "PubmedBookData":
-                pbd = c
-        if bd is None:
-            raise ParseError(f"line {el.sourceline}: <PubmedBookArticle> without <BookDocument>")
-    else:
-        bd, pbd = el, None
+    bd, pbd = _unwrap(el, "PubmedBookArticle", "BookDocument", "PubmedBookData")
 
     pmid = title = chapter = pages = None
     year = pub_date = None
@@ -875,8 +875,7 @@ def _book(el, prov: dict) -> dict:
     book["chapter"] = chapter
     book["accession"] = ids.get("bookaccession")
     doi = normalize_doi(ids.get("doi")) or normalize_doi(doi_eloc)
-    journal = {"title": None, "iso": None, "issn": None, "issn_type": None, "issn_linking": None,
-               "nlm_id": None, "country": None, "medline_ta": None}
+    journal = _empty_journal()
     return {
         "type": "paper", "id": paper_key(pmid, doi), "kind": "book", "pmid": pmid, "doi": doi,
         "pmcid": _pmcid(ids.get("pmc")), "title": title or book["title"],

@@ -35,6 +35,7 @@ without API key, or the file it came from), sources [URLs], note}.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -88,18 +89,16 @@ def dumps(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
 
 
-def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Write records to `path` atomically (temporary file, then rename); returns the count."""
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, prefix: str | None = None):
+    """Yield a binary file that replaces `path` only when the block succeeds (temporary file in the same
+    folder, fsync, rename): a crash or an error leaves the old file, or none, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    count = 0
+    fd, tmp = tempfile.mkstemp(prefix=prefix or path.name + ".", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for record in records:
-                fh.write(dumps(record))
-                fh.write("\n")
-                count += 1
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
             fh.flush()
             os.fsync(fh.fileno())
         ordinary_permissions(tmp)
@@ -108,6 +107,15 @@ def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_records(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write records to `path` atomically (temporary file, then rename); returns the count."""
+    count = 0
+    with atomic_write(path) as fh:
+        for record in records:
+            fh.write(dumps(record).encode("utf-8") + b"\n")
+            count += 1
     return count
 
 

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
 import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from serving import kb_serve
 
 pytestmark = pytest.mark.browser
 
@@ -45,43 +42,10 @@ def _need_browser():
         pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(url: str, proc, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"kb serve exited with {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise RuntimeError(f"kb serve did not answer on {url}")
-
-
 def run_kb_serve(tmp: Path, *extra: str):
     """Start `kb serve` on 127.0.0.1 with a free port in `tmp`; yields its base URL, stops it afterwards."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--db", str(tmp / "kb.db"),
-                             "--host", "127.0.0.1", "--port", str(port), *extra],
-                            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(base + "/-/versions.json", proc)
+    with kb_serve(tmp / "kb.db", *extra, cwd=tmp) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

@@ -14,16 +14,14 @@ import random
 import re
 import sqlite3
 import statistics
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import pytest
+from serving import kb_serve
 import yaml
 
 from kb.records import provenance, write_records
@@ -97,34 +95,8 @@ def load_kb(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(load_kb):
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--db", str(load_kb), "--host", "127.0.0.1",
-                             "--port", str(port)], cwd=load_kb.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode()[-2000:])
-        try:
-            urllib.request.urlopen(base + "/-/versions.json", timeout=2)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-    try:
+    with kb_serve(load_kb) as (_, port):
         yield ("127.0.0.1", port)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def request_mix(db_path: Path) -> list[tuple[str, str]]:
