@@ -801,6 +801,7 @@ def refs_command(file, data_dir, citing=None, match_paths=(), email=None, api_ke
                 matches[i] = (record, details)
 
     online: dict[int, tuple[str, str, dict]] = {}
+    failure = None
     todo = [i for i, ref in enumerate(refs) if not ref.get("pmid") and not (i in matches and matches[i][0])]
     if todo and not offline:
         if eutils is None:
@@ -809,9 +810,11 @@ def refs_command(file, data_dir, citing=None, match_paths=(), email=None, api_ke
                             base_url=os.environ.get("KB_EUTILS_URL") or None, offline=False, refresh=refresh)
         try:
             found = resolve_online([refs[i] for i in todo], eutils)
-        except KbError as exc:          # one line, whatever request text the message quotes
-            raise type(exc)(" ".join(str(exc).split())) from None
-        online = {todo[k]: value for k, value in found.items()}
+            online = {todo[k]: value for k, value in found.items()}
+        except KbError as exc:
+            # The parse and the offline matches are kept (the unresolved references with their text);
+            # responses already fetched stay in the cache, so the same command resumes.
+            failure = exc
 
     records = build_records(refs, citing=citing, source_name=file.name, matches=matches, online=online,
                             match_files=match_files)
@@ -821,4 +824,7 @@ def refs_command(file, data_dir, citing=None, match_paths=(), email=None, api_ke
         click.echo(_describe(record))
     resolved = sum(1 for r in records if r["resolved"])
     click.echo(f"{len(records)} parsed, {resolved} resolved -> {out}")
+    if failure is not None:            # one line, whatever request text the message quotes
+        raise type(failure)("resolving online failed, the parsed references are kept unresolved; run the "
+                            "same command again to resolve them: " + " ".join(str(failure).split())) from None
     return records

@@ -483,11 +483,21 @@ def test_cli_online_matches_offline_first(tmp_path, kato_eutils):
     assert "5 parsed, 5 resolved" in result.output
 
 
-def test_cli_online_failure_is_one_line_and_writes_nothing(tmp_path, kato_eutils):
+def test_cli_online_failure_is_one_line_and_keeps_the_parse(tmp_path, kato_eutils):
     kato_eutils.fail("500", times=50)
-    line = _error(["refs", str(PAGE), "--data", str(tmp_path)])
-    assert "500" in line or "ecitmatch" in line.lower()
-    assert not (tmp_path / "records").exists()
+    result = CliRunner().invoke(cli, ["refs", str(PAGE), "--data", str(tmp_path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("Error: resolving online failed"), result.stderr
+    assert ("500" in errors[0] or "ecitmatch" in errors[0].lower()) and "run the same command again" in errors[0]
+    assert "5 parsed, 0 resolved" in result.stdout
+    kept = list(read_records([tmp_path / "records" / "refs-kato2011-article-page.jsonl"]))
+    assert [r["number"] for r in kept] == [1, 2, 3, 4, 5]
+    assert not any(r["resolved"] for r in kept) and kept[0]["raw"].startswith("Daldrup-Link HE")
+    # Once the server answers again, the same command resolves them.
+    kato_eutils.reset()
+    result = CliRunner().invoke(cli, ["refs", str(PAGE), "--data", str(tmp_path)])
+    assert result.exit_code == 0, result.output
 
 
 def test_encodings(tmp_path):
