@@ -90,11 +90,29 @@ async def warm_up(ds) -> list[tuple[str, int]]:
     return statuses
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail with one line, before building anything, when the address cannot be listened on."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise KbError(f"cannot serve on host {host!r}: {exc.strerror}") from None
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise KbError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port") from None
+
+
 def serve_command(data_dir, db_path, host: str = "127.0.0.1", port: int = 8001, rebuild: bool = False) -> None:
     """Build the knowledge base when it is missing (or with --rebuild), then serve it with Datasette."""
     import uvicorn
 
     db_path = Path(db_path)
+    _check_port(host, port)
     if rebuild or not db_path.exists():
         from .store import build_command
 

@@ -19,6 +19,7 @@ from datasette.utils import tilde_encode
 from kb import plugin
 from kb.publish import load_metadata, make_datasette, serve_command
 from kb.records import read_records
+from serving import free_port
 
 RECORDS = Path(__file__).parent / "fixtures" / "publish" / "records.jsonl"
 SEED = "pmid:21400001"
@@ -620,20 +621,21 @@ def test_serve_command_builds_when_missing(tmp_path, monkeypatch, capsys):
         calls.update(kwargs, app=app)
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
+    port = free_port()
     data = tmp_path / "data"
     (data / "records").mkdir(parents=True)
     shutil.copy(RECORDS, data / "records" / "records.jsonl")
     db = tmp_path / "library.db"
-    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=8123, rebuild=False)
-    assert db.is_file() and calls["host"] == "127.0.0.1" and calls["port"] == 8123
+    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=port, rebuild=False)
+    assert db.is_file() and calls["host"] == "127.0.0.1" and calls["port"] == port
     assert calls["app"] is not None and calls["lifespan"] == "on"
     assert "building it first" in capsys.readouterr().err
     conn = sqlite3.connect(db)
     assert conn.execute("select count(*) from papers").fetchone()[0] == 11
     mtime = db.stat().st_mtime_ns
-    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=8123, rebuild=False)
+    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=port, rebuild=False)
     assert db.stat().st_mtime_ns == mtime  # present: not rebuilt
-    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=8123, rebuild=True)
+    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=port, rebuild=True)
     assert db.stat().st_mtime_ns != mtime
 
 
@@ -667,3 +669,21 @@ def test_make_datasette_refuses_a_missing_file(tmp_path):
 
     with pytest.raises(KbError, match="database not found"):
         make_datasette(tmp_path / "nope.db")
+
+
+def test_serve_on_a_busy_port_fails_with_one_line_before_building(tmp_path):
+    import socket
+
+    from click.testing import CliRunner
+
+    from kb.cli import cli
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "kb.db"), "--port", str(port)])
+    assert result.exit_code == 1
+    assert result.output.strip() == (f"Error: cannot listen on 127.0.0.1:{port} (Address already in use); "
+                                     "choose another port with --port")
+    assert not (tmp_path / "kb.db").exists()
