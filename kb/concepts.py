@@ -44,6 +44,8 @@ class Concept:
     case_sensitive_patterns: list = field(default_factory=list)
     text_res: list = field(default_factory=list)      # [(compiled, needs a word start)] on lower-cased text
     acronym_res: list = field(default_factory=list)   # the same for case_sensitive_patterns, on the text
+    text_anchors: tuple | None = None     # literals one of which any text_res match contains (None: no filter)
+    acronym_anchors: tuple | None = None  # the same for acronym_res, on the text as written
 
     def entry(self) -> dict:
         """The lexicon entry as written (for the concepts table)."""
@@ -56,11 +58,26 @@ class Concept:
             return None
         if lower is None:
             lower = text.lower()
-        same = len(lower) == len(text)
-        for rx, boundary in self.text_res:
-            hit = _search(rx, boundary, lower)
-            if hit:
-                return text[hit[0]:hit[1]] if same else lower[hit[0]:hit[1]]
+        anchors = self.text_anchors
+        if anchors is not None:               # none of the literals occurs: no text regex can match
+            for a in anchors:
+                if a in lower:
+                    break
+            else:
+                anchors = False
+        if anchors is not False:
+            same = len(lower) == len(text)
+            for rx, boundary in self.text_res:
+                hit = _search(rx, boundary, lower)
+                if hit:
+                    return text[hit[0]:hit[1]] if same else lower[hit[0]:hit[1]]
+        anchors = self.acronym_anchors
+        if anchors is not None:
+            for a in anchors:
+                if a in text:
+                    break
+            else:
+                return None
         for rx, boundary in self.acronym_res:
             hit = _search(rx, boundary, text)
             if hit and not _mostly_upper(text):
@@ -111,6 +128,39 @@ def _compile(pattern: str, lower: bool) -> tuple:
     if lower:
         pattern = re.sub(r"(\\.)|([A-Z])", lambda m: m.group(1) or m.group(2).lower(), pattern)
     return re.compile(pattern), boundary
+
+
+def _anchor(rx: re.Pattern) -> str | None:
+    """The longest literal every match of `rx` contains (a run of top-level literal characters), or None."""
+    if rx.flags & (re.IGNORECASE | re.LOCALE):
+        return None
+    try:
+        parsed = re._parser.parse(rx.pattern, rx.flags)
+    except Exception:        # a private module: without it, no prefilter
+        return None
+    if parsed.state.flags & (re.IGNORECASE | re.LOCALE):
+        return None
+    best, run = "", []
+    for op, arg in list(parsed.data) + [(None, None)]:
+        if op == re._constants.LITERAL:
+            run.append(chr(arg))
+            continue
+        if len(run) > len(best):
+            best = "".join(run)
+        run = []
+    return best or None
+
+
+def _anchors(compiled: list) -> tuple | None:
+    """Literals for a cheap `in` test before a concept's regexes: no anchor occurs -> no regex can match."""
+    anchors = []
+    for rx, _boundary in compiled:
+        a = _anchor(rx)
+        if a is None:
+            return None
+        anchors.append(a)
+    # an anchor containing another one is redundant
+    return tuple(sorted({a for a in anchors if not any(b != a and b in a for b in anchors)}))
 
 
 @dataclass
@@ -263,6 +313,8 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
         text += [_compile(p, True) for p in concept.patterns]
         concept.text_res = text
         concept.acronym_res = [_compile(p, False) for p in concept.case_sensitive_patterns]
+        concept.text_anchors = _anchors(concept.text_res)
+        concept.acronym_anchors = _anchors(concept.acronym_res)
         concepts.append(concept)
 
     trees: dict = {}

@@ -23,7 +23,16 @@ from __future__ import annotations
 
 import json
 import random
+from operator import itemgetter
 from collections import deque
+
+try:                  # the C counting loop behind collections.Counter, without Counter's per-call overhead
+    from collections import _count_elements
+except ImportError:   # pragma: no cover
+    def _count_elements(mapping, iterable):
+        get = mapping.get
+        for elem in iterable:
+            mapping[elem] = get(elem, 0) + 1
 
 import networkx as nx
 import numpy as np
@@ -44,8 +53,11 @@ def _edge_arrays(conn):
     ids = [r[0] for r in conn.execute("SELECT id FROM papers ORDER BY id")]
     index = {pid: i for i, pid in enumerate(ids)}
     rows = conn.execute("SELECT citing_id, cited_id FROM citations ORDER BY citing_id, cited_id").fetchall()
-    src = np.fromiter((index[a] for a, _b in rows), dtype=np.int64, count=len(rows))
-    dst = np.fromiter((index[b] for _a, b in rows), dtype=np.int64, count=len(rows))
+    citing, cited = zip(*rows) if rows else ((), ())
+    del rows
+    lookup = index.__getitem__
+    src = np.fromiter(map(lookup, citing), dtype=np.int64, count=len(citing))
+    dst = np.fromiter(map(lookup, cited), dtype=np.int64, count=len(cited))
     return ids, src, dst
 
 
@@ -117,6 +129,16 @@ def _sorted_unique(values) -> np.ndarray:
     return values
 
 
+def _none(_comm):
+    """The neighbour communities of a node without neighbours (itemgetter() needs an item)."""
+    return ()
+
+
+def _one(v):
+    """The neighbour communities of a node with one neighbour, as a tuple (itemgetter(v) gives a scalar)."""
+    return lambda comm: (comm[v],)
+
+
 def louvain(n: int, src, dst, seed: int = COMMUNITY_SEED) -> list:
     """Louvain communities (modularity, resolution 1) of the undirected graph of the edges: a node's
     community label per index. The same algorithm as networkx.community.louvain_communities, written over
@@ -134,14 +156,20 @@ def louvain(n: int, src, dst, seed: int = COMMUNITY_SEED) -> list:
         m2 = float(k.sum())
         if m2 == 0:
             break
-        nbrs = [[] for _ in range(size)]          # neighbour ids and, in step, their edge weights
-        nwts = [[] for _ in range(size)]
-        for x, y, wt in zip(a.tolist(), b.tolist(), w.tolist()):
-            if x != y:
-                nbrs[x].append(y)
-                nwts[x].append(wt)
-                nbrs[y].append(x)
-                nwts[y].append(wt)
+        # Neighbour ids (ascending) and, in step, their edge weights, as lists per node (CSR built by numpy).
+        loop = a != b
+        src_, dst_ = np.concatenate([a[loop], b[loop]]), np.concatenate([b[loop], a[loop]])
+        order_nb = np.lexsort((dst_, src_))
+        bounds = np.r_[0, np.cumsum(np.bincount(src_, minlength=size))].tolist()
+        flat = dst_[order_nb].tolist()
+        nbrs = [flat[bounds[i]:bounds[i + 1]] for i in range(size)]
+        unit = bool(np.all(w == 1.0))             # the first level: every weight 1, links are plain counts
+        if unit:                                  # per node, a C function giving its neighbours' communities
+            getters = [itemgetter(*nb) if len(nb) > 1 else _one(nb[0]) if nb else _none for nb in nbrs]
+        if not unit:
+            flat_w = np.concatenate([w[loop], w[loop]])[order_nb].tolist()
+            nwts = [flat_w[bounds[i]:bounds[i + 1]] for i in range(size)]
+        del src_, dst_, order_nb, flat
         kl = k.tolist()
         comm = list(range(size))
         tot = kl[:]
@@ -156,11 +184,15 @@ def louvain(n: int, src, dst, seed: int = COMMUNITY_SEED) -> list:
             queued[u] = False
             cu = comm[u]
             ku = kl[u]
-            links: dict = {}
-            get = links.get
-            for v, wt in zip(nbrs[u], nwts[u]):
-                c = comm[v]
-                links[c] = get(c, 0.0) + wt
+            if unit:
+                links = {}                                # same keys, order and sums as the loop below
+                _count_elements(links, getters[u](comm))
+            else:
+                links = {}
+                get = links.get
+                for v, wt in zip(nbrs[u], nwts[u]):
+                    c = comm[v]
+                    links[c] = get(c, 0.0) + wt
             tot[cu] -= ku
             best = cu
             best_score = links.get(cu, 0.0) - tot[cu] * ku / m2
@@ -172,10 +204,10 @@ def louvain(n: int, src, dst, seed: int = COMMUNITY_SEED) -> list:
             if best != cu:
                 comm[u] = best
                 moved_any = True
-                for v in nbrs[u]:
-                    if not queued[v] and comm[v] != best:
-                        queued[v] = True
-                        queue.append(v)
+                wake = [v for v in nbrs[u] if not queued[v] and comm[v] != best]
+                for v in wake:
+                    queued[v] = True
+                queue.extend(wake)
         if not moved_any:
             break
         comm_arr = np.asarray(comm)
@@ -234,24 +266,30 @@ def _numbered(groups) -> dict:
 
 
 def hops(n: int, src, dst, seeds) -> list:
-    """Shortest distance from any seed, over citations in either direction (None when unreachable)."""
-    adj = [[] for _ in range(n)]
-    for a, b in zip(src.tolist(), dst.tolist()):
-        adj[a].append(b)
-        adj[b].append(a)
-    dist = [None] * n
-    queue = deque()
-    for s in sorted(seeds):
-        dist[s] = 0
-        queue.append(s)
-    while queue:
-        u = queue.popleft()
-        d = dist[u] + 1
-        for v in adj[u]:
-            if dist[v] is None:
-                dist[v] = d
-                queue.append(v)
-    return dist
+    """Shortest distance from any seed, over citations in either direction (None when unreachable):
+    breadth-first by whole frontiers over a numpy adjacency (CSR)."""
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    ends_a, ends_b = np.concatenate([src, dst]), np.concatenate([dst, src])
+    order = np.argsort(ends_a, kind="stable")
+    adj = ends_b[order]
+    indptr = np.r_[0, np.cumsum(np.bincount(ends_a, minlength=n))]
+    dist = np.full(n, -1, dtype=np.int64)
+    frontier = np.unique(np.asarray(list(seeds), dtype=np.int64))
+    dist[frontier] = 0
+    d = 0
+    while len(frontier):
+        d += 1
+        starts, counts = indptr[frontier], indptr[frontier + 1] - indptr[frontier]
+        total = int(counts.sum())
+        if not total:
+            break
+        offsets = np.repeat(starts - np.r_[0, np.cumsum(counts)[:-1]], counts)
+        reached = adj[offsets + np.arange(total)]
+        reached = np.unique(reached[dist[reached] < 0])
+        dist[reached] = d
+        frontier = reached
+    return [None if x < 0 else x for x in dist.tolist()]
 
 
 def store_measures(db, *, max_fanout: int = MAX_FANOUT, max_pairs: int = MAX_PAIRS,

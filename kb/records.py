@@ -141,13 +141,13 @@ def read_records(paths: Iterable[str | os.PathLike]) -> Iterator[dict]:
     for path in paths:
         path = Path(path)
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rt", encoding="utf-8") as fh:
+        with opener(path, "rb") as fh:   # bytes straight to the JSON decoder: no separate UTF-8 decoding pass
             for lineno, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
                 try:
                     record = _loads(line)
-                except _DecodeError as exc:
+                except (_DecodeError, UnicodeDecodeError) as exc:
                     reason = getattr(exc, "msg", None) or str(exc).split(":")[0]
                     raise ParseError(f"{path}:{lineno}: not a JSON record ({reason})") from None
                 if not isinstance(record, dict) or record.get("type") not in RECORD_TYPES:

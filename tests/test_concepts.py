@@ -163,3 +163,37 @@ def test_descriptor_file_with_entities_is_refused(tmp_path):
     except ParseError:
         return
     assert "root:" not in repr(lex.tree_names)
+
+
+def test_literal_prefilter_changes_no_result(tmp_path):
+    """The anchor-literal prefilter only skips regexes that cannot match: same hits as running them all."""
+    path = tmp_path / "lex.yml"
+    path.write_text(textwrap.dedent(r"""
+        concepts:
+          - id: a
+            label: A
+            synonyms: [bone marrow]
+            patterns: ['\bmarrow\b', 'diffusion[-\s]weighted']
+            case_sensitive_patterns: ['\bAML\b']
+          - id: b
+            label: B
+            patterns: ['(?i)HODGKIN', 'lymph\w+']
+          - id: c
+            label: C
+            patterns: ['(xz|yz)']
+    """))
+    a, b, c = load_lexicon(path).concepts
+    assert a.text_anchors == ("diffusion", "marrow")   # 'bone marrow' contains 'marrow': redundant
+    assert a.acronym_anchors == ("AML",)
+    assert b.text_anchors is None                 # an inline (?i): literals are not exact, no prefilter
+    assert c.text_anchors is None                 # no top-level literal run: no prefilter
+    texts = ["Bone Marrow MRI", "marrowless", "Diffusion-Weighted imaging", "AML in children", "aml",
+             "HODGKIN lymphoma", "nothing here", "", "XZ", "\ufb01 Marrow"]
+    for text in texts:
+        for concept in (a, b, c):
+            hit = concept.find(text)
+            anchors = concept.text_anchors, concept.acronym_anchors
+            concept.text_anchors = concept.acronym_anchors = None      # no prefilter
+            assert concept.find(text) == hit, (concept.id, text)
+            concept.text_anchors, concept.acronym_anchors = anchors
+    assert a.find("Bone Marrow MRI") == "Bone Marrow" and a.find("nothing here") is None

@@ -193,3 +193,19 @@ def test_components_match_networkx():
     expected = sorted(sorted(c) for c in nx.connected_components(g))
     assert sorted(sorted(c) for c in graph._groups(labels)) == expected
     assert all(labels[v] == min(c) for c in expected for v in c)
+
+
+def test_hops_match_networkx_shortest_paths():
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    for _ in range(30):
+        n = int(rng.integers(1, 40))
+        src, dst = rng.integers(0, n, 60), rng.integers(0, n, 60)
+        seeds = sorted(set(rng.integers(0, n, 2).tolist()))
+        g = nx.Graph()
+        g.add_nodes_from(range(n))
+        g.add_edges_from(zip(src.tolist(), dst.tolist()))
+        want = nx.multi_source_dijkstra_path_length(g, seeds) if seeds else {}
+        assert graph.hops(n, src, dst, seeds) == [want.get(i) for i in range(n)]
+    assert graph.hops(3, np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64), []) == [None] * 3

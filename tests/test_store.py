@@ -218,3 +218,12 @@ def test_cli_build_default_dataset_says_so(tmp_path, monkeypatch):
     result = CliRunner().invoke(cli, ["build", "--db", "kb.db"])
     assert result.exit_code == 0, result.output
     assert "kb-data/records" in result.output
+
+
+def test_json_columns_are_the_text_json_dumps_writes():
+    """_jsonl (orjson) writes exactly what json.dumps(sort_keys, compact, ensure_ascii=False) writes."""
+    from kb.store import _jsonl
+    values = [["a\"b", "back\\slash", "\n\t\r\b\f\x00\x1f\x7f", "\u2028", "é中😀", "</script>"],
+              {"b": 1, "a": [{"z": None, "y": True}]}, [], {}, {1: "non-str key"}, ["\ud800"], [2 ** 70]]
+    for value in values:
+        assert _jsonl(value) == json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
