@@ -107,17 +107,38 @@ def _check_port(host: str, port: int) -> None:
             raise KbError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port") from None
 
 
+def _stale(db_path: Path, data_dir) -> str | None:
+    """Why an existing database should be rebuilt before serving: its data directory (given, or ./kb-data)
+    has record files newer than it, e.g. after a `kb fetch`. The embedded default never triggers this,
+    so a database made elsewhere is not replaced by it."""
+    from .paths import default_dataset
+    from .records import record_files
+    from .store import records_source
+
+    source, _ = records_source(data_dir)
+    if source.resolve() == default_dataset().resolve():
+        return None
+    newest = max((f.stat().st_mtime_ns for f in record_files(source)), default=0)
+    if newest > db_path.stat().st_mtime_ns:
+        return f"The records in {source} changed since {db_path} was built: rebuilding it first."
+    return None
+
+
 def serve_command(data_dir, db_path, host: str = "127.0.0.1", port: int = 8001, rebuild: bool = False) -> None:
     """Build the knowledge base when it is missing (or with --rebuild), then serve it with Datasette."""
     import uvicorn
 
+    from .store import build_command
+
     db_path = Path(db_path)
     _check_port(host, port)
-    if rebuild or not db_path.exists():
-        from .store import build_command
-
-        if not rebuild:
-            click.echo(f"{db_path} does not exist yet: building it first.", err=True)
+    if not db_path.exists():
+        click.echo(f"{db_path} does not exist yet: building it first.", err=True)
+        rebuild = True
+    elif not rebuild and (reason := _stale(db_path, data_dir)):
+        click.echo(reason, err=True)
+        rebuild = True
+    if rebuild:
         build_command(data_dir=data_dir, db_path=db_path, lexicon=None)
     ds = make_datasette(db_path)
     asyncio.run(ds.invoke_startup())

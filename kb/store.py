@@ -625,24 +625,31 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             "paper_concepts": len(pc_rows), "seeds": len(seeds), "deleted": len(deleted)}
 
 
+def records_source(data_dir) -> tuple[Path, str | None]:
+    """The data directory to build from: the one given, else ./kb-data when it holds records, else the
+    embedded default; with the line that tells the user which (None when it was given)."""
+    from .paths import DEFAULT_DATA_DIR, default_dataset
+
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.exists():
+            raise NotFound(f"data directory not found: {data_dir}")
+        return data_dir, None
+    local = Path(DEFAULT_DATA_DIR)
+    if (local / "records").is_dir() and record_files(local):
+        return local, f"Building from {local}/records (the local data directory)."
+    default = default_dataset()
+    return default, (f"No ./{DEFAULT_DATA_DIR}/records: building the embedded default dataset "
+                     f"(the Kato 2011 seed paper's neighbourhood) from {default}.")
+
+
 def build_command(data_dir, db_path, lexicon):
     """`kb build`: pick the records (data dir, ./kb-data, or the embedded default), build, print a summary."""
     import click
 
-    from .paths import DEFAULT_DATA_DIR, default_dataset
-
-    if data_dir is None:
-        local = Path(DEFAULT_DATA_DIR)
-        if (local / "records").is_dir() and record_files(local):
-            data_dir = local
-            click.echo(f"Building from {local}/records (the local data directory).", err=True)
-        else:
-            data_dir = default_dataset()
-            click.echo(f"No ./{DEFAULT_DATA_DIR}/records: building the embedded default dataset "
-                       f"(the Kato 2011 seed paper's neighbourhood) from {data_dir}.", err=True)
-    data_dir = Path(data_dir)
-    if not data_dir.exists():
-        raise NotFound(f"data directory not found: {data_dir}")
+    data_dir, said = records_source(data_dir)
+    if said:
+        click.echo(said, err=True)
     files = record_files(data_dir)
     if not files:
         raise NotFound(f"no record files (*.jsonl) in {data_dir}")

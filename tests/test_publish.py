@@ -6,6 +6,7 @@ values are worked out from those records, not read back from the database.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
@@ -637,6 +638,13 @@ def test_serve_command_builds_when_missing(tmp_path, monkeypatch, capsys):
     assert db.stat().st_mtime_ns == mtime  # present: not rebuilt
     serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=port, rebuild=True)
     assert db.stat().st_mtime_ns != mtime
+    # Records newer than the database (a `kb fetch` since the last build): rebuilt before serving.
+    capsys.readouterr()
+    mtime = db.stat().st_mtime_ns
+    os.utime(data / "records" / "records.jsonl", ns=(mtime + 10**9, mtime + 10**9))
+    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=port, rebuild=False)
+    assert db.stat().st_mtime_ns != mtime
+    assert "changed since" in capsys.readouterr().err
 
 
 async def test_warm_up_fills_the_caches(db_path):
