@@ -256,50 +256,17 @@ def _xml_prolog(head: bytes, name: str) -> tuple[str, int, bool]:
             if not m:
                 raise ParseError(f"{name}: not XML (unexpected {head[i:i + 20]!r})")
             root = m.group(0).decode("ascii", "replace")
-            j = m.end()
-            quote = None
-            while j < n:
-                c = head[j]
-                if quote:
-                    if c == quote:
-                        quote = None
-                elif c in b"\"'":
-                    quote = c
-                elif c == 62:  # '>'
-                    return root, bom + j + 1, head[j - 1] == 47  # '/'
-                j += 1
-            raise _Incomplete(f"{name}: unterminated root start tag <{root}")
+            j, _ = _next_unquoted(head, m.end(), b">")
+            if j < 0:
+                raise _Incomplete(f"{name}: unterminated root start tag <{root}")
+            return root, bom + j + 1, head[j - 1] == 47  # '/'
         else:
             raise ParseError(f"{name}: not XML (text before the root element)")
 
 
-def _doctype_end(head: bytes, i: int, name: str) -> int:
-    """Offset after a DOCTYPE declaration; refuses an internal subset that declares entities."""
-    n = len(head)
-    j = i + 9
-    quote = None
-    while j < n:
-        c = head[j]
-        if quote:
-            if c == quote:
-                quote = None
-        elif c in b"\"'":
-            quote = c
-        elif c == 91:  # '[': internal subset
-            end = _subset_end(head, j + 1, name)
-            subset = head[j + 1:end]
-            if b"<!entity" in subset.lower():
-                raise ParseError(f"{name}: refused: the DOCTYPE declares entities (possible XXE or "
-                                 f"entity-expansion attack); PubMed XML never does")
-            j = end
-        elif c == 62:  # '>'
-            return j + 1
-        j += 1
-    raise _Incomplete(f"{name}: unterminated DOCTYPE declaration")
-
-
-def _subset_end(head: bytes, j: int, name: str) -> int:
-    """Offset of the ']' closing a DOCTYPE internal subset (quotes and comments skipped)."""
+def _next_unquoted(head: bytes, j: int, stops: bytes, skip_comments: bool = False) -> tuple[int, int]:
+    """(offset, byte) of the first byte of `stops` at or after `j` outside quoted strings (and, with
+    `skip_comments`, outside <!-- comments -->); (-1, 0) when `head` ends first."""
     n = len(head)
     quote = None
     while j < n:
@@ -309,15 +276,34 @@ def _subset_end(head: bytes, j: int, name: str) -> int:
                 quote = None
         elif c in b"\"'":
             quote = c
-        elif c == 60 and head.startswith(b"<!--", j):
+        elif skip_comments and c == 60 and head.startswith(b"<!--", j):
             end = head.find(b"-->", j + 4)
             if end < 0:
-                break
+                return -1, 0
             j = end + 2
-        elif c == 93:  # ']'
-            return j
+        elif c in stops:
+            return j, c
         j += 1
-    raise _Incomplete(f"{name}: unterminated DOCTYPE internal subset")
+    return -1, 0
+
+
+def _doctype_end(head: bytes, i: int, name: str) -> int:
+    """Offset after a DOCTYPE declaration; refuses an internal subset that declares entities."""
+    j = i + 9
+    while True:
+        j, c = _next_unquoted(head, j, b"[>")
+        if j < 0:
+            raise _Incomplete(f"{name}: unterminated DOCTYPE declaration")
+        if c == 62:  # '>'
+            return j + 1
+        # '[': the internal subset, up to its closing ']' (quotes and comments skipped)
+        end, _ = _next_unquoted(head, j + 1, b"]", skip_comments=True)
+        if end < 0:
+            raise _Incomplete(f"{name}: unterminated DOCTYPE internal subset")
+        if b"<!entity" in head[j + 1:end].lower():
+            raise ParseError(f"{name}: refused: the DOCTYPE declares entities (possible XXE or "
+                             f"entity-expansion attack); PubMed XML never does")
+        j = end + 1
 
 
 def _read_prolog(src: "_Source", head: bytes) -> tuple[bytes, str, int, bool]:
