@@ -17,13 +17,15 @@ in short:
     nlm_id, country}, ``year``, ``pub_date``, ``volume``, ``issue``, ``pages``, ``languages`` [],
     ``publication_types`` [{ui, name}], ``mesh`` [{ui, name, major, qualifiers [{ui, name, major}]}],
     ``keywords`` [{text, major, owner}], ``chemicals`` [{ui, name, registry_number}],
-    ``references`` [{citation, pmid, doi, pmcid}], ``kind`` ("article" | "book"),
-    ``provenance``.
+    ``references`` [{citation, pmid, doi, pmcid}], ``kind`` ("article" | "book"), ``book`` (null, or the
+    book's title, publisher, editors, isbns...), ``provenance``. ``journal`` also has ``medline_ta``;
+    a MeSH heading also ``descriptor_major`` (``major`` is true when the descriptor or a qualifier is).
 ``citation``
     ``citing``, ``cited`` (kb keys; ``cited`` may be null when unresolved), ``raw`` (reference text),
     ``cited_pmid``, ``cited_doi``, ``source`` (``pubmed-reflist``, ``elink:pubmed_pubmed_refs``,
     ``elink:pubmed_pubmed_citedin``, ``ecitmatch``, ``esearch-title``, ``reflist-match``, ...),
-    ``resolved`` (bool), ``provenance``.
+    ``resolved`` (bool), ``provenance``; from `kb refs` also ``number``, ``parsed`` (the reference's
+    fields), ``match`` (how it was matched) and ``score``; ``citing`` may be null there.
 ``seed``
     ``id`` (kb key) and ``query`` (what the user typed); marks a paper as a seed.
 ``deleted``
