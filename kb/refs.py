@@ -18,6 +18,7 @@ from typing import Iterable
 import click
 
 from .errors import KbError, NotFound, ParseError
+from .ids import classify
 from .records import normalize_doi, paper_key, provenance, read_records, record_files, write_records
 
 MAX_FILE_BYTES = 20 * 1024 * 1024
@@ -669,21 +670,21 @@ def resolve_online(refs: list[dict], eutils) -> dict[int, tuple[str, str, dict]]
 # --------------------------------------------------------------------------------------------------
 
 def citing_key(identifier: str | None) -> str | None:
-    """The kb key of --citing: a PMID, a DOI (bare, doi:, doi.org URL), a PubMed URL or a kb key."""
+    """The kb key of --citing: a kb key (pmid:N, doi:…, ref:NAME), or a PMID or DOI in any form
+    kb.ids.classify knows (bare, doi:, PubMed or doi.org URL). A PMCID needs the network: refused."""
     if identifier is None:
         return None
     value = identifier.strip()
     if not value:
         raise KbError("--citing is empty: give a PMID, a DOI or a kb key such as doi:10.1000/xyz")
-    m = re.fullmatch(r"(?:pmid:\s*|https?://pubmed\.ncbi\.nlm\.nih\.gov/)?(\d{1,9})/?", value, re.I)
-    if m:
-        return paper_key(pmid=m.group(1).lstrip("0") or "0")
-    m = re.fullmatch(r"(?:doi:\s*|https?://(?:dx\.)?doi\.org/)?(10\.\d{4,9}/\S+)", value, re.I)
-    if m:
-        return paper_key(doi=m.group(1))
-    m = re.fullmatch(r"ref:(\S+)", value)
-    if m:
+    if re.fullmatch(r"ref:\S+", value):
         return value
+    try:
+        ident = classify(value)
+    except KbError:
+        ident = None
+    if ident is not None and ident.kind in ("pmid", "doi"):
+        return paper_key(**{ident.kind: ident.value})
     raise KbError(f"--citing {identifier!r}: not a PMID, a DOI or a kb key (pmid:N, doi:10.x/y, ref:NAME)")
 
 
