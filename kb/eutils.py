@@ -159,6 +159,7 @@ def describe(util: str, pairs) -> str:
     for k, v in key_params(pairs):
         if k in ("db", "retmode", "cmd", "dbfrom", "tool", "email") or (k == "id" and len(ids) > 1):
             continue
+        v = " ".join(str(v).split())  # ECitMatch's bdata holds line breaks: messages stay one line
         if k == "id" and "," in v:
             n = v.count(",") + 1
             v = f"{v[:40]}... ({n} ids)" if len(v) > 40 else v

@@ -825,7 +825,7 @@ def refs_command(file, data_dir, citing=None, match_paths=(), email=None, api_ke
         click.echo(_describe(record))
     resolved = sum(1 for r in records if r["resolved"])
     click.echo(f"{len(records)} parsed, {resolved} resolved -> {out}")
-    if failure is not None:            # one line, whatever request text the message quotes
-        raise type(failure)("resolving online failed, the parsed references are kept unresolved; run the "
-                            "same command again to resolve them: " + " ".join(str(failure).split())) from None
+    if failure is not None:
+        # eutils' message ends with how to resume (run the same command again)
+        raise type(failure)(f"resolving online failed, the parsed references are kept unresolved: {failure}") from None
     return records
