@@ -28,12 +28,7 @@ from typing import Callable, Iterable, Iterator
 from lxml import etree
 
 from .errors import KbError, NotFound, ParseError
-from .records import dumps, normalize_doi, ordinary_permissions, paper_key, provenance as make_provenance
-
-try:  # optional: the same bytes as kb.records.dumps, about 6x faster (a large share of `kb import`)
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
+from .records import dumps_bytes as _dumps, normalize_doi, ordinary_permissions, paper_key, provenance as make_provenance
 
 __all__ = ["parse_pubmed_xml", "parse_medline_text", "import_files", "import_command", "detect_format"]
 
@@ -68,16 +63,6 @@ MONTHS = {m: i for i, m in enumerate(
 YEAR_RE = re.compile(r"(?<!\d)(\d{4})(?!\d)")
 ORCID_RE = re.compile(r"(\d{4})-?(\d{4})-?(\d{4})-?(\d{3}[\dX])$")
 PMC_RE = re.compile(r"PMC\d+", re.I)
-
-
-def _dumps(record: dict) -> bytes:
-    """One record as one line of JSON (UTF-8), exactly as kb.records.dumps writes it."""
-    if orjson is not None:
-        try:
-            return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
-        except (TypeError, orjson.JSONEncodeError):
-            pass
-    return dumps(record).encode("utf-8")
 
 
 class _Incomplete(ParseError):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import os
 import re
 import sqlite3
@@ -26,15 +25,13 @@ import unicodedata
 from pathlib import Path
 from typing import Callable, Iterable
 
-import orjson
 import sqlite_utils
 
 from . import __version__
 from .concepts import load_lexicon, match_paper
 from .errors import KbError, NotFound
-from .records import normalize_doi, read_records, record_files
+from .records import dumps, dumps_bytes, normalize_doi, read_records, record_files
 
-_dumps, _SORT_KEYS = orjson.dumps, orjson.OPT_SORT_KEYS
 PUBMED_SOURCES = ("pubmed", "efetch", "medline", "eutils", "entrez")
 REFLIST_SOURCE = "pubmed-reflist"
 FTS_COLUMNS = ["title", "abstract", "mesh_text", "keywords_text"]
@@ -144,11 +141,11 @@ def _sha256(path: Path) -> str:
 
 
 def _jsonl(value) -> str:
-    """Compact JSON with sorted keys (orjson: same text as json.dumps for kb's lists and dicts of strings, ~10x faster)."""
+    """A JSON column: compact, sorted keys (kb.records.dumps' text)."""
     try:
-        return _dumps(value, option=_SORT_KEYS).decode("utf-8")
-    except (TypeError, ValueError):      # what orjson refuses (non-str keys, lone surrogates, huge ints): json
-        return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return dumps_bytes(value).decode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate has no UTF-8 bytes; SQLite stores the text as it is
+        return dumps(value)
 
 
 def _author_name(a: dict) -> str | None:
