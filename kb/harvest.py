@@ -32,7 +32,7 @@ from .records import paper_key, read_records, write_records
 RECORDS_FILE = "harvest.jsonl"
 CITED_BY_NOTE = ("Note: PubMed's cited-by (elink pubmed_pubmed_citedin) only covers citing papers that are in "
                  "PubMed Central (PMC); citers outside PMC are missing.")
-TYPE_ORDER = {"seed": 0, "paper": 1, "deleted": 2, "citation": 3}
+TYPE_ORDER = {"seed": 0, "paper": 1, "deleted": 2, "citation": 3, "coverage": 4, "similar": 5, "mesh": 6}
 
 
 def _pmid_order(pmid: str):
@@ -55,8 +55,14 @@ def record_identity(record: dict) -> tuple:
         return ("paper", record["id"])
     if t == "seed":
         return ("seed", record["id"], record.get("query") or "")
+    if t == "similar":
+        return ("similar", record.get("paper"), record.get("similar"))
+    if t == "mesh":
+        return ("mesh", record.get("ui"))
     if t == "deleted":
         return ("deleted", str(record["pmid"]))
+    if t == "coverage":
+        return ("coverage", record.get("paper"), record.get("source"))
     return ("citation", record.get("citing"), record.get("cited") or "", record.get("source") or "",
             record.get("raw") or "")
 
@@ -66,6 +72,12 @@ def record_order(record: dict) -> tuple:
     t = record.get("type")
     if t == "deleted":
         return (TYPE_ORDER[t], _pmid_order(str(record["pmid"])))
+    if t == "similar":
+        return (TYPE_ORDER[t], _key_order(record.get("paper")), _key_order(record.get("similar")))
+    if t == "mesh":
+        return (TYPE_ORDER[t], record.get("ui") or "")
+    if t == "coverage":
+        return (TYPE_ORDER[t], _key_order(record.get("paper")), record.get("source") or "")
     if t == "citation":
         return (TYPE_ORDER[t], _key_order(record.get("citing")), _key_order(record.get("cited")),
                 record.get("source") or "", record.get("raw") or "")
@@ -106,8 +118,12 @@ class _Progress:
 
 def harvest(identifiers: Iterable[str], data_dir, depth: int = 1, cited_by: bool = False,
             max_papers: int | None = None, client=None, *, email=None, api_key=None, offline=False,
-            refresh=False, echo: Callable[[str], None] | None = None) -> dict:
-    """Harvest `identifiers` into DIR/records/harvest.jsonl; returns a summary dict (see summary_line)."""
+            refresh=False, echo: Callable[[str], None] | None = None, sources=None, query: str | None = None,
+            similar: int = 0, mesh_trees: bool = False) -> dict:
+    """Harvest `identifiers` into DIR/records/harvest.jsonl; returns a summary dict (see summary_line).
+    `sources`: citation sources to ask at every hop (kb.sources; default PubMed's elink only).
+    `query`: a PubMed search whose papers are seeds too; `similar`: keep the top N PubMed similar articles
+    of each seed; `mesh_trees`: "mesh" records for every descriptor of the harvested papers."""
     identifiers = list(identifiers)
     if depth < 0:
         raise KbError("--depth must be 0 or more")
@@ -129,7 +145,9 @@ def harvest(identifiers: Iterable[str], data_dir, depth: int = 1, cited_by: bool
         previous_progress = getattr(client, "progress", None)
         client.progress = progress.event
         try:
-            return _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progress, echo)
+            return _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progress, echo,
+                            sources=_sources(sources, data_dir, client, email, offline, refresh, progress),
+                            extra={"query": query, "similar": similar, "mesh_trees": mesh_trees})
         finally:
             client.progress = previous_progress
     finally:
@@ -148,8 +166,17 @@ def _remove_leftovers(data_dir: Path) -> None:
     Cache(data_dir / "cache").remove_stale_temporaries()
 
 
-def _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progress, echo) -> dict:
+def _sources(names, data_dir, client, email, offline, refresh, progress) -> list:
+    from .sources import open_sources
+
+    return open_sources(names or ["pubmed"], data_dir / "cache", eutils=client, email=email, offline=offline,
+                        refresh=refresh, progress=progress.event)
+
+
+def _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progress, echo, sources=(),
+             extra=None) -> dict:
     from .parse import parse_pubmed_xml
+    from .sources import gather
 
     started = time.monotonic()
     stats_before = dict(client.stats)
@@ -157,11 +184,18 @@ def _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progres
     for message in errors:
         if echo:
             echo(f"Error: {message}")
+    extra = extra or {}
+    notes: list[str] = []
+    if extra.get("query"):
+        resolved += query_seeds(client, extra["query"], max_papers, notes)
 
     papers: dict[str, dict] = {}
     deleted: dict[str, dict] = {}
     missing: set[str] = set()
     citations: dict[tuple, dict] = {}
+    coverage: dict[tuple, dict] = {}
+    down: dict[str, str] = {}  # open sources that failed for good in this run
+    open_before = {s.name: dict(s.stats) for s in sources if not s.fatal}
 
     def add(record: dict) -> None:
         citations[record_identity(record)] = record
@@ -198,19 +232,27 @@ def _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progres
             for ref in papers[pmid].get("references") or []:
                 if ref.get("pmid"):
                     linked[str(ref["pmid"])].add(pmid)
-        for links, prov in client.elink_batches(new, "pubmed_pubmed_refs"):
-            for citing, cited_list in links.items():
-                for cited in cited_list:
-                    add(_citation(paper_key(citing), cited, "elink:pubmed_pubmed_refs", prov))
-                    linked[cited].add(citing)
-        if cited_by:
-            for links, prov in client.elink_batches(new, "pubmed_pubmed_citedin"):
-                for cited, citers in links.items():
-                    for citer in citers:
-                        add(_citation(paper_key(citer), cited, "elink:pubmed_pubmed_citedin", prov))
-                        linked[citer].add(cited)
+        # PubMed's elink and the open citation sources (kb.sources), each source once per hop
+        found = gather(sources, [papers[p] for p in new], cited_by, down)
+        for record in found.citations:
+            add(record)
+        for record in found.coverage:
+            coverage[record_identity(record)] = record
+        for pmid, hop_pmids in found.candidates.items():
+            linked[pmid].update(hop_pmids)
         frontier = sorted((p for p in linked if p not in papers and p not in deleted and p not in missing),
                           key=lambda p: (-len(linked[p]), _pmid_order(p)))
+
+    extra_records = []  # --similar, --mesh-trees (after the hops: similar papers are fetched, not expanded)
+    if extra.get("similar"):
+        extra_records += similar_articles(
+            client, [p for _, p in resolved if p in papers], extra["similar"],
+            lambda ids: fetch(sorted({i for i in ids if i not in papers and i not in deleted and i not in missing},
+                                     key=_pmid_order)), papers)
+    if extra.get("mesh_trees"):
+        from .mesh import fetch_mesh_records
+
+        extra_records += fetch_mesh_records(client, papers.values())
 
     # Every fetched paper's own reference list, including the last hop's (references without PMID too).
     for pmid, paper in papers.items():
@@ -231,7 +273,9 @@ def _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progres
             if echo:
                 echo(f"Error: {errors[-1]}")
 
-    new_records = seeds + list(papers.values()) + list(deleted.values()) + list(citations.values())
+    new_records = (seeds + list(papers.values()) + list(deleted.values()) + list(citations.values())
+                   + list(coverage.values()))
+    new_records += extra_records
     path = data_dir / "records" / RECORDS_FILE
     written = write_merged(path, new_records) if (papers or deleted) else 0
     stats = {k: client.stats.get(k, 0) - stats_before.get(k, 0) for k in ("requests", "cache_hits", "retries")}
@@ -240,7 +284,59 @@ def _harvest(identifiers, data_dir, depth, cited_by, max_papers, client, progres
         "missing": sorted(missing - set(seed_pmids), key=_pmid_order), "errors": errors,
         "requests": stats["requests"], "cache_hits": stats["cache_hits"], "retries": stats["retries"],
         "elapsed": time.monotonic() - started, "path": str(path), "records": written, "cited_by": cited_by,
+        "similar": sum(1 for r in extra_records if r["type"] == "similar"),
+        "mesh": sum(1 for r in extra_records if r["type"] == "mesh"), "notes": notes,
+        "sources": _source_stats(sources, open_before, citations.values()),
+        "source_errors": _source_errors(coverage.values()),
     }
+
+
+def _source_stats(sources, before, records) -> dict:
+    """Per open source: links it gave in this run, requests, cache hits, retries."""
+    out = {}
+    for s in sources:
+        if s.fatal:
+            continue
+        out[s.name] = {k: s.stats.get(k, 0) - before[s.name].get(k, 0) for k in ("requests", "cache_hits", "retries")}
+        out[s.name]["links"] = sum(1 for r in records if r.get("source") == s.name)
+    return out
+
+
+def _source_errors(coverage) -> dict:
+    """{source: first failure message} for the sources that failed for some paper in this run."""
+    errors: dict[str, str] = {}
+    for record in sorted(coverage, key=record_order):
+        if record.get("status") == "failed":
+            errors.setdefault(record["source"], record.get("message") or "failed")
+    return errors
+
+
+def query_seeds(client, query: str, max_papers: int | None, notes: list[str]) -> list[tuple[str, str]]:
+    """[(query, PMID)] of the papers a PubMed search finds (esearch through the history server, in pages),
+    at most `max_papers`; says in `notes` when the search finds more than is taken or can be retrieved."""
+    found = client.esearch_history(query, limit=max_papers)
+    if not found["ids"]:
+        raise KbError(f"--query {query!r}: PubMed finds no papers")
+    count, taken = found["count"], len(found["ids"])
+    if found["capped"] and (max_papers is None or max_papers > found["retrievable"]):
+        notes.append(f"Note: the query matches {count:,} papers, but PubMed's esearch serves only the first "
+                     f"{found['retrievable']:,} (NCBI's limit); narrow the query (e.g. by year) to reach the others.")
+    elif count > taken:
+        notes.append(f"Note: the query matches {count:,} papers; the first {taken:,} (--max-papers) are the seeds.")
+    return [(query, pmid) for pmid in found["ids"]]
+
+
+def similar_articles(client, pmids: list[str], top: int, fetch: Callable, papers: dict) -> list[dict]:
+    """"similar" records: the `top` best PubMed similar articles of each of `pmids` (elink pubmed_pubmed,
+    cmd=neighbor_score) with their scores; the ones not harvested yet are efetched (`fetch`) so that they are
+    papers of the KB (a neighbour PubMed no longer has is left out)."""
+    found = []
+    for links, prov in client.elink_scores(sorted(set(pmids), key=_pmid_order), "pubmed_pubmed"):
+        for pmid, neighbours in links.items():
+            found.extend((pmid, other, score, prov) for other, score in neighbours[:top])
+    fetch([other for _, other, _, _ in found])
+    return [{"type": "similar", "paper": paper_key(pmid), "similar": paper_key(other), "score": score,
+             "provenance": prov} for pmid, other, score, prov in found if other in papers]
 
 
 def write_merged(path: Path, records: list[dict]) -> int:
@@ -265,23 +361,43 @@ def summary_line(summary: dict) -> str:
         extra += f", {summary['deleted']} deleted"
     if summary["missing"]:
         extra += f", {len(summary['missing'])} not in PubMed"
+    if summary.get("similar"):
+        extra += f", {summary['similar']} similar-article links"
+    if summary.get("mesh"):
+        extra += f", {summary['mesh']} MeSH descriptors"
     return (f"{summary['papers']} papers, {summary['citations']} citations{extra}; {summary['requests']} requests, "
             f"{summary['cache_hits']} cache hits, {summary['retries']} retries, {summary['elapsed']:.1f} s"
             f" -> {summary['path']}")
 
 
 def harvest_command(identifiers, *, data_dir, depth=1, cited_by=False, max_papers=None, email=None,
-                    api_key=None, offline=False, refresh=False, client=None) -> dict:
-    """`kb fetch`: run the harvest, print the summary, fail (exit 1) if any identifier could not be harvested."""
+                    api_key=None, offline=False, refresh=False, client=None, sources=None, query=None,
+                    similar=0, mesh_trees=False) -> dict:
+    """`kb fetch`: run the harvest, print the summary, fail (exit 1) if any identifier could not be harvested
+    or a citation source failed (the others' links are kept; a re-run asks the failed source again)."""
+    from .sources import parse_sources, sources_line
+
+    sources = parse_sources(sources)
     summary = harvest(identifiers, data_dir, depth=depth, cited_by=cited_by, max_papers=max_papers,
                       client=client, email=email, api_key=api_key, offline=offline, refresh=refresh,
-                      echo=lambda line: click.echo(line, err=True))
+                      echo=lambda line: click.echo(line, err=True), sources=sources, query=query,
+                      similar=similar, mesh_trees=mesh_trees)
     click.echo(summary_line(summary))
-    if cited_by:
+    for note in summary.get("notes") or ():
+        click.echo(note)
+    if summary["sources"]:
+        click.echo(sources_line(summary["sources"], summary["source_errors"]))
+    if cited_by and not any(s in sources for s in ("europepmc", "opencitations", "icite")):
         click.echo(CITED_BY_NOTE)
     if not email and summary["requests"]:
         click.echo("Note: no --email (or NCBI_EMAIL) given; NCBI asks for a contact address with E-utilities "
                    "requests.", err=True)
+    failed = "; ".join(f"citation source {n} failed ({m})" for n, m in summary["source_errors"].items())
+    if failed and not summary["errors"]:
+        raise KbError(f"{failed}; the other sources' links were harvested: run the same command again to "
+                      "fill the gap")
+    if failed:
+        click.echo(f"Error: {failed}", err=True)
     if summary["errors"]:
         n = len(summary["errors"])
         raise KbError(f"{n} of {len(list(identifiers))} identifiers could not be harvested (see above)"

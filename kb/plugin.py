@@ -22,6 +22,10 @@ from datasette.utils import escape_sqlite, path_with_added_args, path_with_remov
 from datasette.utils.asgi import NotFound, Response
 from markupsafe import Markup
 
+from . import completeness  # the citation sources' completeness page
+from . import graphview
+from . import pages  # the explorer's pages: paper, concept, search
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE_DIR / "templates"
 STATIC_DIR = PACKAGE_DIR / "static"
@@ -141,15 +145,25 @@ def _int(value, default=None, lo=None, hi=None):
     return number
 
 
-def _graph_filters(request) -> dict:
+GRAPH_FILTER_NAMES = ("year_min", "year_max", "hop_max", "concept", "focus", "limit", "stubs", "hops", "similar",
+                      "paper")
+
+
+def _graph_filters(request, default_limit: int = DEFAULT_NODES) -> dict:
     args = request.args
+    stubs = (args.get("stubs") or "").strip()
     return {
         "year_min": _int(args.get("year_min")),
         "year_max": _int(args.get("year_max")),
         "hop_max": _int(args.get("hop_max"), lo=0),
         "concept": (args.get("concept") or "").strip() or None,
         "focus": (args.get("focus") or "").strip() or None,
-        "limit": _int(args.get("limit"), DEFAULT_NODES, 1, MAX_NODES),
+        "limit": _int(args.get("limit"), default_limit, 1, MAX_NODES),
+        # reference-only works: "shared" (drawn when 2+ drawn papers cite them), "hide", or "all"
+        "stubs": stubs if stubs in ("shared", "hide", "all") else "shared",
+        "hops": _int(args.get("hops"), 1, 1, 2),
+        "similar": (args.get("similar") or "") in ("1", "on", "true", "yes"),
+        "paper": (args.get("paper") or "").strip() or None,
     }
 
 
@@ -187,74 +201,18 @@ async def _concept_labels(db) -> dict[str, str]:
 
 
 async def citation_graph(datasette, filters: dict) -> dict:
-    """Nodes (papers) and edges (citations) for the citation graph page, capped at `limit` nodes."""
+    """Nodes (papers) and edges (citations) for the citation graph page: a connected selection of at most `limit`
+    papers, grown from the seeds or the focus (kb.graphview says how)."""
     db = await _require_kb(datasette)
-    limit = filters["limit"]
-    focus = filters.get("focus")
-    where, params = _where(filters)
-    focus_row = None
-    if focus:
-        focus_row = (await db.execute(f"select {PAPER_NODE_COLUMNS} from papers p where p.id = :id",
-                                      {"id": focus})).first()
-        if focus_row is None:
-            raise NotFound(f"No paper {focus} in the knowledge base")
-        cond = (" and " + " and ".join(where)) if where else ""
-        # The focus paper's references and citers, the most central first (both via indexes on citations).
-        neighbour_sql = f"""
-            select {PAPER_NODE_COLUMNS} from papers p
-            where p.id in (select cited_id from citations where citing_id = :focus
-                           union select citing_id from citations where cited_id = :focus){cond}
-            order by p.pagerank desc, p.id limit :cap"""
-        neighbours = list(await db.execute(neighbour_sql, dict(params, focus=focus, cap=max(limit - 1, 1))))
-        rows = [focus_row] + [r for r in neighbours if r["id"] != focus]
-        total = (await db.execute(
-            f"""select count(*) from papers p where p.id in (
-                    select cited_id from citations where citing_id = :focus
-                    union select citing_id from citations where cited_id = :focus){cond}""",
-            dict(params, focus=focus))).first()[0] + 1
-    else:
-        sql = f"select {PAPER_NODE_COLUMNS} from papers p"
-        if where:
-            sql += " where " + " and ".join(where)
-        # Ordered by the pagerank index (ties in index order), so the top-N needs no sort of the whole table.
-        rows = list(await db.execute(sql + " order by p.pagerank desc limit :limit", dict(params, limit=limit)))
-        count_sql = "select count(*) from papers p" + (" where " + " and ".join(where) if where else "")
-        total = (await db.execute(count_sql, params)).first()[0]
-    ids = [row["id"] for row in rows]
-    ids_json = json.dumps(ids)
-    edges = [dict(r) for r in await db.execute(
-        """select citing_id, cited_id, source from citations
-           where citing_id in (select value from json_each(:ids)) and cited_id in (select value from json_each(:ids))
-           order by citing_id, cited_id""", {"ids": ids_json})]
-    # Main concept of each paper: its most specific concept (carried by the fewest papers), then the best score,
-    # so that a paper on leukemia MRI is coloured "leukemia" rather than the ubiquitous "MRI".
-    main_concept = {}
-    for r in await db.execute(
-            """select pc.paper_id, pc.concept_id from paper_concepts pc join concepts c on c.id = pc.concept_id
-               where pc.paper_id in (select value from json_each(:ids))
-               order by pc.paper_id, c.paper_count, pc.score desc, pc.concept_id""",
-            {"ids": ids_json}):
-        main_concept.setdefault(r["paper_id"], r["concept_id"])
-    labels = await _concept_labels(db)
-    nodes = []
-    for r in rows:
-        nodes.append({
-            "id": r["id"], "title": r["title"], "journal": r["journal"], "year": r["year"],
-            "pmid": r["pmid"], "doi": r["doi"], "pmcid": r["pmcid"], "first_author": r["first_author"],
-            "resolved": bool(r["resolved"]),
-            "is_seed": bool(r["is_seed"]), "hop": r["hop"], "pagerank": r["pagerank"] or 0.0,
-            "in_degree": r["in_degree"] or 0, "out_degree": r["out_degree"] or 0, "community": r["community"],
-            "concept": main_concept.get(r["id"]), "concept_label": labels.get(main_concept.get(r["id"])),
-            "url": row_url(datasette, db.name, "papers", r["id"]),
-            "focus_url": datasette.urls.path("/-/kb/citations?focus=" + _q(r["id"])),
-        })
-    return {
-        "database": db.name, "nodes": nodes,
-        "edges": [{"from": e["citing_id"], "to": e["cited_id"], "source": e["source"]} for e in edges],
-        "total": total, "shown": len(nodes), "capped": len(nodes) < total, "limit": limit,
-        "focus": focus, "filters": {k: v for k, v in filters.items() if k not in ("limit",)},
-        "concepts": [{"id": k, "label": v} for k, v in sorted(labels.items())],
-    }
+    return await _cached(db, ("citations",) + _filter_key(filters, GRAPH_FILTER_NAMES),
+                         lambda: graphview.citation_json(datasette, db, filters))
+
+
+async def similar_graph(datasette, filters: dict) -> dict:
+    """The papers most similar to one paper and the similarity links among them (kb.graphview.similar_json)."""
+    db = await _require_kb(datasette)
+    return await _cached(db, ("similar",) + _filter_key(filters, GRAPH_FILTER_NAMES),
+                         lambda: graphview.similar_json(datasette, db, filters))
 
 
 def _q(value: str) -> str:
@@ -373,10 +331,13 @@ async def _timeline(db, filters: dict) -> dict:
     series = {}
     for r in await db.execute(
             f"""select pc.concept_id, p.year, count(*) as n from paper_concepts pc join papers p on p.id = pc.paper_id
-                where p.year is not null{cond} group by pc.concept_id, p.year order by pc.concept_id, p.year""", params):
+                where p.year is not null and p.resolved = 1{cond}
+                group by pc.concept_id, p.year order by pc.concept_id, p.year""", params):
         series.setdefault(r["concept_id"], []).append([r["year"], r["n"]])
     totals = [[r["year"], r["n"]] for r in await db.execute(
-        f"select p.year, count(*) as n from papers p where p.year is not null{cond} group by p.year order by p.year",
+        # papers with full records: the years of reference-only works come from citation text, and they are many
+        f"select p.year, count(*) as n from papers p where p.year is not null and p.resolved = 1{cond} "
+        "group by p.year order by p.year",
         params)]
     # Every year of the span, zeros included, so that lines do not bridge empty years.
     years = range(totals[0][0], totals[-1][0] + 1) if totals else range(0)
@@ -430,7 +391,8 @@ async def paper_details(datasette, paper_id: str) -> dict | None:
             "references": references, "unresolved": unresolved, "citers": citers, "citer_count": citer_count,
             "citers_url": datasette.urls.path(f"/{tilde_encode(db.name)}/citing_papers?paper=" + _q(paper["id"])),
             "concepts": concepts, "mesh": mesh,
-            "focus_url": datasette.urls.path("/-/kb/citations?focus=" + _q(paper["id"]))}
+            "focus_url": datasette.urls.path("/-/kb/citations?focus=" + _q(paper["id"])),
+            **await pages.paper_extras(datasette, db, paper_id)}  # title, authors, links, similar, prior works
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -446,24 +408,57 @@ async def _page(datasette, request, template: str, **context):
 def _nav_links(datasette) -> list[dict]:
     return [{"href": datasette.urls.path("/-/kb/citations"), "label": "Citation graph"},
             {"href": datasette.urls.path("/-/kb/concepts"), "label": "Concept graph"},
+            {"href": datasette.urls.path("/-/kb/similar"), "label": "Similar papers"},
             {"href": datasette.urls.path("/-/kb/timeline"), "label": "Timeline"}]
+
+
+async def _focus_paper(db, text: str | None):
+    """(papers.id, title, "Author Year" label) of a paper the user named by id, PMID, DOI, PMCID or URL; 404 if none."""
+    if not text:
+        return None
+
+    def find(conn):
+        pid = graphview.resolve_paper(conn, text)
+        if pid is None:
+            return None
+        row = conn.execute("select title, first_author, year from papers where id = ?", (pid,)).fetchone()
+        return pid, row[0], graphview.paper_label(row[1], row[2], row[0])
+
+    found = await db.execute_fn(find)
+    if found is None:
+        raise NotFound(f"No paper {text} in the knowledge base (give a paper's id, PMID, DOI or PMCID)")
+    return found
+
+
+async def _graph_page_context(db) -> dict:
+    years = (await db.execute("select min(year), max(year) from papers")).first()
+    max_hop = (await db.execute("select max(hop) from papers")).first()[0]
+    concepts = [dict(r) for r in await db.execute("select id, label from concepts order by label")]
+    return {"year_span": (years[0], years[1]), "max_hop": max_hop, "concepts": concepts, "max_nodes": MAX_NODES}
 
 
 async def citations_page(datasette, request):
     filters = _graph_filters(request)
     db = await _require_kb(datasette)
-    focus_title = None
-    if filters["focus"]:
-        row = (await db.execute("select title from papers where id = :id", {"id": filters["focus"]})).first()
-        if row is None:
-            raise NotFound(f"No paper {filters['focus']} in the knowledge base")
-        focus_title = row["title"]
-    concepts = [dict(r) for r in await db.execute("select id, label from concepts order by label")]
-    years = (await db.execute("select min(year), max(year) from papers")).first()
-    max_hop = (await db.execute("select max(hop) from papers")).first()[0]
-    return await _page(datasette, request, "kb_citations.html", filters=filters, concepts=concepts,
-                       focus_title=focus_title, year_span=(years[0], years[1]), max_hop=max_hop,
-                       data_url=datasette.urls.path("/-/kb/citations.json"), max_nodes=MAX_NODES)
+    focus = await _focus_paper(db, filters["focus"])
+    return await _page(datasette, request, "kb_citations.html", filters=filters,
+                       focus_id=focus[0] if focus else None, focus_title=focus[1] if focus else None,
+                       focus_label=focus[2] if focus else None,
+                       data_url=datasette.urls.path("/-/kb/citations.json"), **await _graph_page_context(db))
+
+
+async def similar_page(datasette, request):
+    filters = _graph_filters(request, graphview.SIMILAR_DEFAULT)
+    db = await _require_kb(datasette)
+    paper = await _focus_paper(db, filters["paper"] or filters["focus"])
+    return await _page(datasette, request, "kb_similar.html", filters=filters,
+                       paper_id=paper[0] if paper else None, paper_title=paper[1] if paper else None,
+                       paper_label=paper[2] if paper else None,
+                       data_url=datasette.urls.path("/-/kb/similar.json"), **await _graph_page_context(db))
+
+
+async def similar_json(datasette, request):
+    return _json_response(await similar_graph(datasette, _graph_filters(request, graphview.SIMILAR_DEFAULT)))
 
 
 async def citations_json(datasette, request):
@@ -504,6 +499,14 @@ async def paper_json(datasette, request):
 
 
 @hookimpl
+def register_output_renderer(datasette):
+    """.bib, .ris and .csljson beside .json and .csv on every page whose rows name papers (kb.export_view)."""
+    from .export_view import output_renderers
+
+    return output_renderers()
+
+
+@hookimpl
 def register_routes():
     return [
         (r"^/-/kb/static/(?P<path>[A-Za-z0-9_][A-Za-z0-9_.-]*)$", static_view),
@@ -513,7 +516,11 @@ def register_routes():
         (r"^/-/kb/concepts\.json$", concepts_json),
         (r"^/-/kb/timeline$", timeline_page),
         (r"^/-/kb/timeline\.json$", timeline_json),
+        (r"^/-/kb/similar$", similar_page),
+        (r"^/-/kb/similar\.json$", similar_json),
         (r"^/-/kb/paper\.json$", paper_json),
+        (r"^/-/kb/search(\.json)?$", pages.search_page),
+        (r"^/-/kb/completeness$", completeness.completeness_page),
     ]
 
 
@@ -550,8 +557,25 @@ PMCID_RE = re.compile(r"^PMC\d{1,9}$", re.I)
 
 
 @hookimpl
-def render_cell(value, column):
-    """PMIDs link to PubMed, DOIs to doi.org, PMCIDs to PubMed Central; everything escaped."""
+def handle_exception(datasette, request, exception):
+    """Not-found and other client-error pages keep kb's navigation and search box (kb.pages.error_page)."""
+
+    async def inner():
+        return await pages.error_page(datasette, request, exception)
+
+    return inner
+
+
+@hookimpl
+def prepare_connection(conn):
+    """kb_ref(text, kind): the canned queries accept PMIDs, DOIs, PMCIDs and links wherever a paper is asked for."""
+    pages.register_sql_functions(conn)
+
+
+@hookimpl
+def render_cell(value, column, table=None, database=None, datasette=None):
+    """PMIDs link to PubMed, DOIs to doi.org, PMCIDs to PubMed Central, paper keys in query results to the paper's
+    page (kb.pages); everything escaped."""
     if value is None or not isinstance(value, (str, int)) or isinstance(value, bool):
         return None
     text = str(value).strip()
@@ -566,7 +590,7 @@ def render_cell(value, column):
     if column == "pmcid" and PMCID_RE.match(text):
         return Markup('<a class="kb-out" href="https://www.ncbi.nlm.nih.gov/pmc/articles/{0}/" '
                       'title="Open in PubMed Central">{0}</a>').format(text.upper())
-    return None
+    return pages.render_cell(value, column, table, database, datasette)
 
 
 @hookimpl
@@ -584,6 +608,12 @@ def extra_template_vars(template, database, table, view_name, request, datasette
                     result["kb_paper"] = await paper_details(datasette, urlsafe_components(pks)[0])
                 except (NotFound, sqlite3.OperationalError):
                     pass  # not a kb database after all: the row page stays Datasette's own
+        try:
+            db = kb_database(datasette)
+            if database in (None, db.name) and {"papers", "concepts"} <= set(await db.table_names()):
+                result.update(await pages.template_vars(datasette, db, view_name, table, request))
+        except NotFound:
+            pass
         return result
 
     return inner

@@ -56,7 +56,7 @@ except ImportError:  # pragma: no cover
     orjson = None
     _loads, _DecodeError = json.loads, json.JSONDecodeError
 
-RECORD_TYPES = ("paper", "citation", "seed", "deleted")
+RECORD_TYPES = ("paper", "citation", "seed", "deleted", "coverage", "similar", "mesh")
 
 
 def normalize_doi(doi: str | None) -> str | None:

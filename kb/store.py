@@ -27,14 +27,18 @@ from typing import Callable, Iterable
 
 import sqlite_utils
 
-from . import __version__
-from .concepts import load_lexicon, match_paper
+from . import __version__, mesh
+from .concepts import auto_lexicon, load_lexicon, match_paper, search_terms
 from .errors import KbError, NotFound
 from .records import dumps, dumps_bytes, normalize_doi, read_records, record_files
+from .seeds import describe, seed_key
+from .stubs import author_names, label as paper_label, stub_fields
 
 PUBMED_SOURCES = ("pubmed", "efetch", "medline", "eutils", "entrez")
 REFLIST_SOURCE = "pubmed-reflist"
-FTS_COLUMNS = ["title", "abstract", "mesh_text", "keywords_text"]
+FTS_COLUMNS = ["title", "abstract", "mesh_text", "keywords_text", "authors_text", "concept_terms"]
+# Porter stemming over unicode61 (diacritics folded): "leukemias" finds "leukemia", "Müller" finds "Muller".
+FTS_TOKENIZE = "porter unicode61 remove_diacritics 2"
 
 # Table definitions: columns (in order), primary key, foreign keys (column, table, column).
 SCHEMA = {
@@ -42,13 +46,14 @@ SCHEMA = {
                   "country": str, "paper_count": int}, "id", []),
     "authors": ({"id": str, "name": str, "last_name": str, "fore_name": str, "initials": str, "collective": str,
                  "orcid": str, "paper_count": int}, "id", []),
-    "papers": ({"id": str, "pmid": str, "doi": str, "pmcid": str, "title": str, "abstract": str,
+    "papers": ({"id": str, "pmid": str, "doi": str, "pmcid": str, "title": str, "label": str, "abstract": str,
                 "journal": str, "journal_iso": str, "journal_id": str, "year": int, "pub_date": str,
                 "volume": str, "issue": str, "pages": str, "language": str, "kind": str, "source": str,
                 "is_seed": int, "hop": int, "resolved": int, "authors_display": str, "first_author": str,
-                "author_count": int, "pubmed_url": str, "doi_url": str, "mesh_major": str, "mesh_terms": str,
-                "publication_types": str, "keywords": str, "concepts": str, "mesh_text": str,
-                "keywords_text": str, "citation_count_kb": int, "reference_count_kb": int, "pagerank": float,
+                "author_count": int, "authors_complete": int, "pubmed_url": str, "doi_url": str,
+                "mesh_major": str, "mesh_terms": str, "publication_types": str, "keywords": str, "concepts": str, "mesh_text": str,
+                "keywords_text": str, "authors_text": str, "concept_terms": str, "citation_count_kb": int,
+                "reference_count_kb": int, "pagerank": float,
                 "component": int, "community": int},
                "id", [("journal_id", "journals", "id")]),
     "paper_authors": ({"paper_id": str, "author_id": str, "position": int, "affiliations": str},
@@ -75,17 +80,27 @@ SCHEMA = {
     "paper_similarity": ({"paper_a": str, "paper_b": str, "cocitations": int, "coupling": int},
                          ("paper_a", "paper_b"), [("paper_a", "papers", "id"), ("paper_b", "papers", "id")]),
     "kb_meta": ({"key": str, "value": str}, "key", []),
+    # PubMed's similar articles of a paper (kb fetch --similar), rank 1 = most similar
+    "similar_articles": ({"paper_id": str, "similar_id": str, "score": int, "rank": int}, ("paper_id", "similar_id"),
+                         [("paper_id", "papers", "id"), ("similar_id", "papers", "id")]),
+    # every source of each citation edge, and what each citation source knew per paper (kb.completeness)
+    "citation_sources": ({"citing_id": str, "cited_id": str, "source": str}, ("citing_id", "cited_id", "source"),
+                         [("citing_id", "papers", "id"), ("cited_id", "papers", "id")]),
+    "paper_coverage": ({"paper_id": str, "source": str, "references": int, "citers": int, "stated_references": int,
+                        "status": str, "message": str}, ("paper_id", "source"), [("paper_id", "papers", "id")]),
 }
 
 INDEXES = [
     ("papers", ["year"]), ("papers", ["pagerank"]), ("papers", ["hop"]), ("papers", ["is_seed"]),
-    ("papers", ["journal_id"]), ("papers", ["pmid"]), ("papers", ["doi"]), ("papers", ["component"]),
+    ("papers", ["journal_id"]), ("papers", ["pmid"]), ("papers", ["doi"]), ("papers", ["pmcid"]),
+    ("papers", ["component"]),
     ("papers", ["community"]), ("papers", ["citation_count_kb"]), ("papers", ["resolved"]),
     # citations is WITHOUT ROWID with primary key (citing_id, cited_id): that key is the citing_id index.
     ("citations", ["cited_id"]),
+    ("citation_sources", ["cited_id"]), ("citation_sources", ["source"]), ("paper_coverage", ["source", "status"]),
     ("paper_authors", ["author_id"]), ("paper_mesh", ["descriptor_ui"]), ("keywords", ["keyword"]),
     ("publication_types", ["name"]), ("paper_concepts", ["concept_id"]), ("paper_concepts", ["concept_id", "score"]),
-    ("paper_similarity", ["paper_b"]),
+    ("paper_similarity", ["paper_b"]), ("similar_articles", ["similar_id"]),
     ("concept_edges", ["concept_b"]), ("concept_citations", ["concept_b"]),
 ]
 
@@ -195,12 +210,19 @@ class _Reader:
         self.citations: list[dict] = []
         self.seeds: list[dict] = []
         self.deleted: set[str] = set()
+        self.coverage: list[dict] = []
+        self.similar: list[dict] = []
+        self.mesh: dict[str, tuple] = {}        # descriptor UI -> (name, tree numbers), from "mesh" records
         self.order = 0
+        self.origins: dict[tuple, int] = {}     # (provenance source, request) -> paper records, for kb_meta
 
     def add(self, record: dict):
         kind = record["type"]
         self.order += 1
         if kind == "paper":
+            prov = record.get("provenance") or {}
+            origin = (prov.get("source"), prov.get("request"))
+            self.origins[origin] = self.origins.get(origin, 0) + 1
             pmid = str(record["pmid"]).strip() if record.get("pmid") else None
             key = f"pmid:{pmid}" if pmid else record.get("id")
             if not key:
@@ -220,6 +242,12 @@ class _Reader:
             self.citations.append(record)
         elif kind == "seed":
             self.seeds.append(record)
+        elif kind == "coverage":
+            self.coverage.append(record)
+        elif kind == "similar":
+            self.similar.append(record)
+        elif kind == "mesh":
+            mesh.collect(self.mesh, record)
         elif kind == "deleted":
             if record.get("pmid"):
                 self.deleted.add(f"pmid:{str(record['pmid']).strip()}")
@@ -265,13 +293,32 @@ class _Reader:
         return papers, remap
 
 
+def _similar_rows(records: list[dict], remap, papers: dict) -> list[tuple]:
+    """similar_articles rows from "similar" records: per paper, rank 1 = highest score (ties: key order);
+    pairs naming a paper the KB does not hold are left out."""
+    best: dict[tuple, int] = {}
+    for r in records:
+        a, b = remap(r.get("paper")), remap(r.get("similar"))
+        if a and b and a != b and a in papers and b in papers:
+            score = int(r.get("score") or 0)
+            best[(a, b)] = max(score, best.get((a, b), score))
+    by_paper: dict[str, list] = {}
+    for (a, b), score in best.items():
+        by_paper.setdefault(a, []).append((b, score))
+    rows = []
+    for a in sorted(by_paper):
+        ranked = sorted(by_paper[a], key=lambda t: (-t[1], int(t[0][5:]) if t[0][5:].isdigit() else 0, t[0]))
+        rows.extend(sorted((a, b, score, rank) for rank, (b, score) in enumerate(ranked, 1)))
+    return rows
+
+
 def _load_rows(conn: sqlite3.Connection, table: str, rows: Iterable[tuple]):
     cols = list(SCHEMA[table][0])
     sql = f"INSERT INTO [{table}] ({', '.join(f'[{c}]' for c in cols)}) VALUES ({', '.join('?' * len(cols))})"
     conn.executemany(sql, rows)
 
 
-WITHOUT_ROWID = {"citations", "paper_similarity"}   # big tables keyed by a pair: the table is its own index
+WITHOUT_ROWID = {"citations", "paper_similarity", "citation_sources"}   # big tables keyed by a pair: the table is its own index
 
 
 def _create_tables(db: sqlite_utils.Database):
@@ -283,24 +330,28 @@ def _create_tables(db: sqlite_utils.Database):
             db.create_table(table, columns, pk=pk, foreign_keys=fks or None)
 
 
-def build(record_paths, db_path, lexicon_path=None, progress: Callable[[str], None] | None = None) -> dict:
-    """Build the knowledge base at `db_path` from record files; returns a summary with counts and timings."""
+def build(record_paths, db_path, lexicon_path=None, progress: Callable[[str], None] | None = None,
+          seeds: Iterable[str] = ()) -> dict:
+    """Build the knowledge base at `db_path` from record files; returns a summary with counts and timings.
+    `lexicon_path` "auto": concepts from the records' most frequent MeSH headings (kb.concepts.auto_lexicon);
+    `seeds`: identifiers (PMID, DOI, PMCID, URL or kb key) of papers to mark as seeds besides the seed records."""
     # The build holds millions of long-lived objects and makes no reference cycles worth collecting: the
     # cyclic GC would rescan them all again and again (a third of the load time on 100,000 papers).
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _build(record_paths, db_path, lexicon_path, progress)
+        return _build(record_paths, db_path, lexicon_path, progress, seeds)
     finally:
         if enabled:
             gc.enable()
 
 
-def _build(record_paths, db_path, lexicon_path, progress) -> dict:
+def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     say = progress or (lambda message: None)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
-    lexicon = load_lexicon(lexicon_path)
+    auto = lexicon_path is not None and str(lexicon_path) == "auto"
+    lexicon = load_lexicon(None if auto else lexicon_path)
     paths = [Path(p) for p in record_paths]
     if not paths:
         raise NotFound("no record files to build from")
@@ -312,6 +363,11 @@ def _build(record_paths, db_path, lexicon_path, progress) -> dict:
     for record in read_records(paths):
         reader.add(record)
     papers, remap = reader.merged()
+    if auto:                                  # concept nodes from the KB's own MeSH headings
+        lexicon = auto_lexicon(papers.values(), lexicon)
+    reader.seeds.extend({"type": "seed", "id": seed_key(s, papers, remap)} for s in seeds)
+    origins = reader.origins
+    mesh.merge_into_lexicon(lexicon, reader.mesh)   # tree numbers of "mesh" records join the lexicon's table
 
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -359,7 +415,7 @@ def _build(record_paths, db_path, lexicon_path, progress) -> dict:
 
         # FTS last: its triggers would re-index every row the graph phase updates.
         t = time.perf_counter()
-        db["papers"].enable_fts(FTS_COLUMNS, create_triggers=True)
+        db["papers"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize=FTS_TOKENIZE)
         timings["fts"] = time.perf_counter() - t
         say(f"fts: {timings['fts']:.1f}s")
 
@@ -368,17 +424,21 @@ def _build(record_paths, db_path, lexicon_path, progress) -> dict:
         meta = {
             "kb_version": __version__,
             "built_from": _jsonl([{"file": p.name, "sha256": _sha256(p)} for p in paths]),
-            "lexicon": Path(lexicon.path).name,
+            "lexicon": Path(lexicon.path).name if not auto else lexicon.path,
             "lexicon_sha256": lexicon.sha256,
             "counts": _jsonl(counts),
             "merge_rule": "first non-empty field; PubMed-sourced records first, then file order",
             "pagerank": "networkx definition, alpha=0.85, tol=1e-6, uniform teleport and dangling",
             "community_method": measures["community_method"],
             "similarity_max_fanout": str(measures["similarity_max_fanout"]),
-            "similarity_min_shared": str(measures["similarity_min_shared"]),
+            "similarity_per_paper": measures["similarity_per_paper"],
             "concept_strength": "strength = N * c_ab / (w_a * w_b): observed/expected co-occurrence, "
                                 "N = papers matched against the lexicon (resolved papers)",
         }
+        seed_rows = [{"id": i, "label": lb, "title": ti} for i, lb, ti in conn.execute(
+            "SELECT id, label, title FROM papers WHERE is_seed = 1 ORDER BY id")]
+        meta["title"], meta["description"] = describe(seed_rows, counts, [p.name for p in paths], origins)
+        meta["seeds"] = _jsonl([r["id"] for r in seed_rows])
         conn.execute("BEGIN")
         _load_rows(conn, "kb_meta", sorted(meta.items()))
         conn.execute("COMMIT")
@@ -396,7 +456,7 @@ def _build(record_paths, db_path, lexicon_path, progress) -> dict:
             tmp.unlink()
         raise
     timings["total"] = time.perf_counter() - t0
-    return {"db": str(db_path), "counts": counts, "timings": timings}
+    return {"db": str(db_path), "counts": counts, "timings": timings, "title": meta["title"]}
 
 
 def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
@@ -457,6 +517,16 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             raws = sorted(stubs.get(key, {}).get("raw", ()))
             title = re.sub(r"^\s*\[?\d{1,4}[\].)]?\s+", "", raws[0]) if raws else None
             stub = {"id": key, "title": title, "_stub": True}
+            # what the reference text gives (authors, year, journal, volume, pages, title): parsed once per text
+            fields = next((f for f in map(stub_fields, raws) if f.get("year")), None) or \
+                (stub_fields(raws[0]) if raws else {})
+            if fields:
+                stub["_fields"] = fields
+                for f in ("year", "volume", "issue", "pages"):
+                    if fields.get(f):
+                        stub[f] = fields[f]
+                if fields.get("title"):
+                    stub["title"] = fields["title"]
             if key.startswith("pmid:"):
                 stub["pmid"] = key[5:]
             elif key.startswith("doi:"):
@@ -468,6 +538,7 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
     descriptors: dict[str, dict] = {}
     paper_rows, pa_rows, mesh_rows, kw_rows, pt_rows, pc_rows = [], [], [], [], [], []
     concept_labels = {c.id: c.label for c in lexicon.concepts}
+    concept_terms = {c.id: "; ".join(search_terms(c)) for c in lexicon.concepts}
     concept_counts: dict[str, int] = {}
     for key in sorted(papers):
         p = papers[key]
@@ -546,11 +617,12 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             if name and name not in pts:
                 pts.append(name)
                 pt_rows.append((key, name, pt.get("ui") if isinstance(pt, dict) else None))
-        labels = []
+        labels, terms = [], []
         if not stub:
             for cid, best, score, evidence in match_paper(p, lexicon):
                 pc_rows.append((key, cid, best, score, _jsonl(evidence)))
                 labels.append(concept_labels[cid])
+                terms.append(concept_terms[cid])
                 concept_counts[cid] = concept_counts.get(cid, 0) + 1
         # rows go in primary-key order: papers are visited sorted, each paper's own rows sorted here
         for rows, start in zip((mesh_rows, kw_rows, pt_rows, pc_rows), starts):
@@ -565,18 +637,33 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
         pmid = str(p["pmid"]) if p.get("pmid") else None
         langs = p.get("languages") or ([p["language"]] if p.get("language") else [])
         source = None if stub else ", ".join(p.get("_sources") or []) or None
+        journal_title, journal_iso = j.get("title"), j.get("iso")
+        fore_names = [a["fore"] for a in p.get("authors") or () if isinstance(a, dict) and a.get("fore")]
+        display = _authors_display(names)
+        if stub and "_fields" in p:            # a reference-only work: what its reference text says
+            fields = p["_fields"]
+            journal_title = journal_iso = fields.get("journal")
+            names = author_names(fields)
+            display = _authors_display(names)
+            if display and fields.get("et_al") and not display.endswith("et al."):
+                display += ", et al."
         paper_rows.append((
-            key, pmid, doi, p.get("pmcid"), p.get("title"), p.get("abstract"),
-            j.get("title"), j.get("iso"), jkey, year, p.get("pub_date"), p.get("volume"), p.get("issue"),
+            key, pmid, doi, p.get("pmcid"), p.get("title"),
+            paper_label(names[0] if names else None, year, journal_iso or journal_title, p.get("title"), key),
+            p.get("abstract"),
+            journal_title, journal_iso, jkey, year, p.get("pub_date"), p.get("volume"), p.get("issue"),
             p.get("pages"), ", ".join(langs) or None, p.get("kind"), source,
-            1 if key in seeds else 0, None, 0 if stub else 1, _authors_display(names),
+            1 if key in seeds else 0, None, 0 if stub else 1, display,
             names[0] if names else None, len(names),
+            0 if p.get("authors_complete") is False or (stub and p.get("_fields", {}).get("et_al")) else 1,
             f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/" if pmid else None,
             f"https://doi.org/{doi}" if doi else None,
             _jsonl(sorted(major_names)), _jsonl(sorted(set(mesh_names))),
             _jsonl(pts), _jsonl(kws), _jsonl(labels),
             "; ".join(mesh_names) or None,
             "; ".join(kws) or None,
+            "; ".join(names + fore_names) or None,
+            "; ".join(terms) or None,
             None, None, None, None, None))
 
     _create_tables(db)
@@ -611,13 +698,19 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             listed = _jsonl(sorted(e))
         cit_rows.append((pair[0], pair[1], raw, first, listed, 0 if pair[1] in stub_ids else 1))
     _load_rows(conn, "citations", cit_rows)
+    from .completeness import citation_source_rows, coverage_rows
+
+    _load_rows(conn, "citation_sources", citation_source_rows(edges))
+    _load_rows(conn, "paper_coverage", coverage_rows(reader.coverage, remap, papers))
+    _load_rows(conn, "similar_articles", _similar_rows(reader.similar, remap, papers))
     _load_rows(conn, "concepts", ((c.id, c.label, c.description, _jsonl(c.mesh), _jsonl(c.tree_prefixes),
                                    _jsonl(c.synonyms), _jsonl(c.patterns + c.case_sensitive_patterns),
                                    _jsonl(c.entry()), concept_counts.get(c.id, 0), None, None)
                                   for c in sorted(lexicon.concepts, key=lambda c: c.id)))
     _load_rows(conn, "paper_concepts", pc_rows)
-    return {"papers": len(paper_rows), "resolved_papers": sum(1 for r in paper_rows if r[19]),
-            "stub_papers": sum(1 for r in paper_rows if not r[19]), "citations": len(cit_rows),
+    resolved_at = list(SCHEMA["papers"][0]).index("resolved")
+    return {"papers": len(paper_rows), "resolved_papers": sum(1 for r in paper_rows if r[resolved_at]),
+            "stub_papers": sum(1 for r in paper_rows if not r[resolved_at]), "citations": len(cit_rows),
             "authors": len(authors), "journals": len(journals), "mesh_descriptors": len(descriptors),
             "paper_concepts": len(pc_rows), "seeds": len(seeds), "deleted": len(deleted)}
 
@@ -640,7 +733,7 @@ def records_source(data_dir) -> tuple[Path, str | None]:
                      f"(the Kato 2011 seed paper's neighbourhood) from {default}.")
 
 
-def build_command(data_dir, db_path, lexicon):
+def build_command(data_dir, db_path, lexicon, seeds=()):
     """`kb build`: pick the records (data dir, ./kb-data, or the embedded default), build, print a summary."""
     import click
 
@@ -650,10 +743,11 @@ def build_command(data_dir, db_path, lexicon):
     files = record_files(data_dir)
     if not files:
         raise NotFound(f"no record files (*.jsonl) in {data_dir}")
-    summary = build(files, db_path, lexicon_path=lexicon,
+    summary = build(files, db_path, lexicon_path=lexicon, seeds=seeds,
                     progress=lambda message: click.echo(f"  {message}", err=True))
     c = summary["counts"]
     click.echo(f"Wrote {db_path}: {c['papers']} papers ({c['stub_papers']} known only from references), "
                f"{c['citations']} citations, {c['paper_concepts']} paper-concept links, "
                f"{c['concept_edges']} concept edges in {summary['timings']['total']:.1f}s.")
+    click.echo(f"Title: {summary['title']}")
     return summary

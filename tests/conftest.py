@@ -10,3 +10,11 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
 @pytest.fixture
 def fixtures_dir():
     return FIXTURES
+
+
+@pytest.fixture(autouse=True)
+def _pubmed_only_by_default(monkeypatch):
+    """`kb fetch` asks every citation source by default; tests that do not point the open sources at
+    tests/fake_sources.py ask PubMed (the fake E-utilities) only, so nothing tries the real internet."""
+    if "KB_SOURCES" not in os.environ:
+        monkeypatch.setenv("KB_SOURCES", "pubmed")

@@ -1,0 +1,87 @@
+"""Europe PMC REST: ``/MED/{pmid}/references`` and ``/MED/{pmid}/citations`` (JSON, paged).
+
+Each answer carries ``hitCount`` and one page (``page`` from 1, ``pageSize`` up to 1000) of
+``referenceList.reference`` or ``citationList.citation`` entries with ``id``/``source`` (MED = a PMID,
+PMC = a PMCID...), ``doi``, ``title``, ``authorString``, ``journalAbbreviation``, ``pubYear``. kb
+reads pages until it has ``hitCount`` entries or a page comes back empty (a server that counts more
+than it lists cannot make it loop). One request per paper and direction: the API has no batch form.
+"""
+
+from __future__ import annotations
+
+from . import Answer, Source, Work, citation_record
+
+PAGE_SIZE = 1000
+
+
+def _text(entry: dict) -> str | None:
+    """A reference string from the entry's fields, for references without identifiers."""
+    parts = [entry.get("authorString"), entry.get("title"), entry.get("journalAbbreviation"),
+             str(entry.get("pubYear") or "") or None]
+    parts = [str(p).strip().rstrip(".") for p in parts if p and str(p).strip()]
+    return ". ".join(parts) + "." if parts else None
+
+
+def _ids(entry: dict) -> tuple[str | None, str | None]:
+    pmid = str(entry.get("id") or "").strip() if str(entry.get("source") or "").upper() == "MED" else ""
+    return (pmid if pmid.isdigit() else None), (entry.get("doi") or None)
+
+
+class EuropePMC(Source):
+    name = "europepmc"
+    licence = "Europe PMC REST API; bibliographic metadata open (CC0 for the metadata Europe PMC itself provides)"
+    limits = "no published hard limit (EMBL-EBI fair use); kb sends at most 5 requests/s, one per paper and direction"
+    page_size = PAGE_SIZE
+
+    def _pages(self, pmid: str, what: str, list_key: str, item_key: str):
+        """Every entry of a paged list, and the provenance of the first page."""
+        entries, page, first = [], 1, None
+        while True:
+            data, prov = self.client.get(f"MED/{pmid}/{what}",
+                                         [("format", "json"), ("page", page), ("pageSize", self.page_size)])
+            first = first or prov
+            if data is None:
+                return None, prov
+            items = ((data.get(list_key) or {}).get(item_key) or []) if isinstance(data, dict) else []
+            entries.extend(i for i in items if isinstance(i, dict))
+            total = int(data.get("hitCount") or 0) if isinstance(data, dict) else 0
+            if not items or len(entries) >= total:
+                return entries, first
+            page += 1
+
+    def references(self, works: list[Work]) -> Answer:
+        def ask(w: Work, answer: Answer):
+            if not w.pmid:
+                return answer.note(w.key, status="not-found", message="no PMID to ask Europe PMC with")
+            entries, prov = self._pages(w.pmid, "references", "referenceList", "reference")
+            if entries is None:
+                return answer.note(w.key, status="not-found", message=f"Europe PMC has no MED/{w.pmid}")
+            for e in entries:
+                pmid, doi = _ids(e)
+                raw = None if (pmid or doi) else _text(e)
+                answer.citations.append(citation_record(
+                    w.key, pmid, doi, self.name, prov, raw=raw, cited_title=e.get("title"),
+                    cited_year=e.get("pubYear"), cited_journal=e.get("journalAbbreviation")))
+            answer.note(w.key, references=len(entries))
+        return self.each(works, ask)
+
+    def citers(self, works: list[Work]) -> Answer:
+        def ask(w: Work, answer: Answer):
+            if not w.pmid:
+                return answer.note(w.key, status="not-found", message="no PMID to ask Europe PMC with")
+            entries, prov = self._pages(w.pmid, "citations", "citationList", "citation")
+            if entries is None:
+                return answer.note(w.key, status="not-found", message=f"Europe PMC has no MED/{w.pmid}")
+            n = 0
+            for e in entries:
+                pmid, doi = _ids(e)
+                if not (pmid or doi):
+                    continue
+                n += 1
+                answer.citations.append(citation_record(f"pmid:{pmid}" if pmid else f"doi:{doi.lower()}",
+                                                        w.pmid, w.doi, self.name, prov))
+            answer.note(w.key, citers=n)
+        return self.each(works, ask)
+
+
+SOURCE = EuropePMC
