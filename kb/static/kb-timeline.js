@@ -20,8 +20,13 @@
                     line: { color: "#777", dash: "dot", width: 2 }, marker: { color: "#777", size: 5 },
                     x: data.total.map(function (p) { return p[0]; }), y: data.total.map(function (p) { return p[1]; }),
                     hovertemplate: "%{x}: %{y} papers<extra>all papers</extra>" });
+      var top = 0;
+      data.series.forEach(function (s) { s.points.forEach(function (p) { top = Math.max(top, p[1]); }); });
+      data.total.forEach(function (p) { top = Math.max(top, p[1]); });
       var layout = { margin: { t: 20, r: 20, b: 50, l: 60 }, xaxis: { title: { text: "Publication year" }, tickformat: "d" },
-                     yaxis: { title: { text: "Papers" }, rangemode: "tozero" }, legend: { orientation: "h", y: -0.2 },
+                     /* whole papers only: integer ticks (dtick 1 for small counts, where plotly would pick 0.5) */
+                     yaxis: { title: { text: "Papers" }, rangemode: "tozero", tickformat: ",d",
+                              dtick: top <= 10 ? 1 : (top <= 20 ? 2 : undefined) }, legend: { orientation: "h", y: -0.2 },
                      hovermode: "closest", barmode: "group", bargap: 0.15 };
       Plotly.newPlot(box, traces, layout, { displaylogo: false, responsive: true }).then(function () {
         box.setAttribute("data-series-drawn", String(data.series.length));
