@@ -19,6 +19,7 @@ from datasette.utils import tilde_encode
 
 from kb import plugin
 from kb.publish import load_metadata, make_datasette, serve_command
+from kb.pages import register_sql_functions
 from kb.records import read_records
 from serving import free_port
 
@@ -100,11 +101,50 @@ async def test_home_and_database_pages_link_to_the_graphs(ds):
         assert response.status_code == 200
         for link in ("/-/kb/citations", "/-/kb/concepts", "/-/kb/timeline"):
             assert f'href="{link}"' in response.text
-    assert "a literature knowledge base grown from one paper" in (await ds.client.get("/")).text
+    home = (await ds.client.get("/")).text
+    assert metadata()["title"] not in home        # not built from the embedded default: titled by its kb_meta
     database = (await ds.client.get("/kb")).text
     assert "The knowledge base: papers, the citations between them" in database
     for name in metadata()["databases"]["kb"]["queries"]:
         assert f'href="/kb/{name}"' in database
+
+
+async def test_title_and_description_come_from_kb_meta(ds, db_path, tmp_path):
+    """A KB not built from the embedded default is titled by its kb_meta (written by kb build), or generically
+    when that has none; never by metadata.yml's text about the Kato 2011 seed paper."""
+    from kb.publish import GENERIC_DESCRIPTION, GENERIC_TITLE
+
+    meta = dict(sqlite3.connect(db_path).execute("select key, value from kb_meta"))
+    shown = (await ds.client.get("/-/metadata.json")).json()
+    assert shown["title"] == (meta.get("title") or GENERIC_TITLE) != metadata()["title"]
+    from html import escape
+
+    assert escape(meta.get("description") or GENERIC_DESCRIPTION) in shown["description_html"]
+    assert "grown outward from one" not in shown["description_html"] and "about_url" not in shown
+    bare = tmp_path / "bare.db"
+    shutil.copy(db_path, bare)
+    conn = sqlite3.connect(bare)
+    conn.execute("delete from kb_meta where key in ('title', 'description')")
+    conn.commit()
+    conn.close()
+    other = make_datasette(bare)
+    await other.invoke_startup()
+    shown = (await other.client.get("/-/metadata.json")).json()
+    assert shown["title"] == GENERIC_TITLE and GENERIC_DESCRIPTION in shown["description_html"]
+    assert GENERIC_TITLE in (await other.client.get("/")).text
+
+
+async def test_the_embedded_default_keeps_its_title(tmp_path):
+    from kb.paths import default_dataset
+    from kb.records import record_files
+    from kb.store import build
+
+    db = tmp_path / "kb.db"
+    build(record_files(default_dataset()), db)
+    datasette = make_datasette(db)
+    await datasette.invoke_startup()
+    shown = (await datasette.client.get("/-/metadata.json")).json()
+    assert shown["title"] == metadata()["title"] and shown["description_html"] == metadata()["description_html"]
 
 
 async def test_every_table_page(ds, db_path):
@@ -243,7 +283,8 @@ async def test_full_text_search(ds, records, term):
 
     expected = sorted(p["id"] for p in records if p["type"] == "paper" and term in text(p))
     data = (await ds.client.get(f"/kb/papers.json?_search={term}&_shape=objects&_col=title")).json()
-    assert sorted(r["id"] for r in data["rows"]) == expected and expected
+    # a search also finds papers by their authors and by the lexicon's terms of the concepts they carry
+    assert set(expected) <= {r["id"] for r in data["rows"]} and expected
     html = (await ds.client.get(f"/kb/papers?_search={term}")).text
     assert 'name="_search"' in html
 
@@ -267,7 +308,8 @@ async def test_canned_seed_references(ds, records):
     rows = await canned(ds, "seed_references")
     expected = sorted(b for a, b in edges_of(records) if a == SEED)
     assert sorted(r["paper"] for r in rows if r["resolved"]) == expected
-    assert [r["title"] for r in rows if not r["resolved"]] == ["Smith J. An unresolved reference. J Unknown 1990;1:1-2."]
+    # a reference-only work's title is what its reference text gives
+    assert [r["title"] for r in rows if not r["resolved"]] == ["An unresolved reference"]
     years = [r["year"] for r in rows if r["year"]]
     assert years == sorted(years)
 
@@ -376,7 +418,9 @@ def _planner_db(db_path, tmp_path):
     conn.execute("drop table if exists sqlite_stat1")
     conn.commit()
     conn.close()
-    return sqlite3.connect(copy)
+    conn = sqlite3.connect(copy)
+    register_sql_functions(conn)  # kb_ref(), which the canned queries use to read identifiers
+    return conn
 
 
 def test_canned_queries_use_indexes(db_path, tmp_path):
@@ -622,12 +666,22 @@ def test_serve_command_builds_when_missing(tmp_path, monkeypatch, capsys):
         calls.update(kwargs, app=app)
 
     monkeypatch.setattr(uvicorn, "run", fake_run)
+    from kb.errors import KbError
+
     port = free_port()
     data = tmp_path / "data"
     (data / "records").mkdir(parents=True)
     shutil.copy(RECORDS, data / "records" / "records.jsonl")
     db = tmp_path / "library.db"
-    serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=port, rebuild=False)
+    # a database given that does not exist is an error (a mistyped path is not built), unless --rebuild
+    with pytest.raises(KbError, match="database not found"):
+        serve_command(data_dir=data, db_path=db, host="127.0.0.1", port=port, rebuild=False)
+    assert not db.exists() and not calls
+    # none given: ./kb.db, built first
+    monkeypatch.chdir(tmp_path)
+    serve_command(data_dir=data, db_path=None, host="127.0.0.1", port=port, rebuild=False)
+    assert (tmp_path / "kb.db").is_file() and calls["port"] == port
+    db = tmp_path / "kb.db"
     assert db.is_file() and calls["host"] == "127.0.0.1" and calls["port"] == port
     assert calls["app"] is not None and calls["lifespan"] == "on"
     assert "building it first" in capsys.readouterr().err
@@ -690,7 +744,7 @@ def test_serve_on_a_busy_port_fails_with_one_line_before_building(tmp_path):
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        result = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "kb.db"), "--port", str(port)])
+        result = CliRunner().invoke(cli, ["serve", "--db", str(tmp_path / "kb.db"), "--rebuild", "--port", str(port)])
     assert result.exit_code == 1
     assert result.output.strip() == (f"Error: cannot listen on 127.0.0.1:{port} (Address already in use); "
                                      "choose another port with --port")
