@@ -27,6 +27,12 @@ from typing import Callable, Iterable, Iterator
 
 from lxml import etree
 
+try:  # ISA-L's inflate (the `isal` package, optional): the same bytes as gzip, about 3x less CPU
+    from isal import igzip as _igzip
+    from isal.isal_zlib import error as _isal_error
+except ImportError:  # pragma: no cover - plain gzip then
+    _igzip, _isal_error = gzip, zlib.error
+
 from .errors import KbError, NotFound, ParseError
 from .records import dumps_bytes as _dumps, normalize_doi, ordinary_permissions, paper_key, provenance as make_provenance
 
@@ -141,7 +147,7 @@ class _Source:
             raise KbError(f"{self.name}: open the file in binary mode")
         stream = _Chain(magic, raw)
         if magic == b"\x1f\x8b":
-            stream = gzip.GzipFile(fileobj=io.BufferedReader(stream, BLOCK), mode="rb")
+            stream = _igzip.GzipFile(fileobj=io.BufferedReader(stream, BLOCK), mode="rb")
         self.stream = stream
 
     def _read(self, raw, n):
@@ -154,7 +160,7 @@ class _Source:
         """Read up to n bytes; corrupt or truncated compressed data becomes a ParseError."""
         try:
             return self.stream.read(n)
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        except (EOFError, zlib.error, _isal_error, gzip.BadGzipFile) as exc:
             raise ParseError(f"{self.name}: truncated or corrupt gzip data ({exc})") from None
         except OSError as exc:
             raise KbError(f"{self.name}: cannot read ({exc})") from None
@@ -667,6 +673,7 @@ def _article(el, prov: dict) -> dict:
     year = pub_date = None
     article_date = None
     authors, sections, languages, ptypes = [], [], [], []
+    authors_incomplete = False           # AuthorList CompleteYN="N": PubMed says the list is cut short
     article_aff = None
     if article is not None:
         for c in article:
@@ -695,6 +702,7 @@ def _article(el, prov: dict) -> dict:
             elif t == "AuthorList":
                 if c.get("Type") in (None, "authors"):
                     _authors(c, authors)
+                    authors_incomplete = c.get("CompleteYN") == "N"
             elif t == "Abstract":
                 abstract_el = c
             elif t == "Pagination":
@@ -758,7 +766,7 @@ def _article(el, prov: dict) -> dict:
         "journal": journal, "year": year, "pub_date": pub_date, "volume": volume, "issue": issue,
         "pages": pages, "languages": languages, "publication_types": ptypes, "mesh": mesh,
         "keywords": keywords, "chemicals": chemicals, "references": references, "book": None,
-        "provenance": prov,
+        "provenance": prov, **({"authors_complete": False} if authors_incomplete else {}),
     }
 
 
@@ -1051,30 +1059,35 @@ _PARSER = _parser()
 _INLINE_NEWLINE = re.compile(rb">\n</?[a-z]")
 
 
-def _chunks(src: _Source, head: bytes, root: str, body_at: int) -> Iterator[bytes]:
+def _chunks(src: _Source, head: bytes, root: str, body_at: int) -> Iterator[memoryview]:
     """Split the body of a PubMed set read from a stream into runs of complete records, cut after a
-    record end tag. Raises _Malformed when the layout is not the expected one."""
+    record end tag (views valid until the next one is asked for). Raises _Malformed when the layout is
+    not the expected one. Blocks are joined once per chunk, and each end tag is searched for from the
+    end (a tag that does not occur is searched for only past the last cut found), so this process
+    spends its time decompressing."""
     cuts = CUT_TAGS[root]
     close = b"</" + root.encode() + b">"
-    buf = head[body_at:]
+    blocks, size = [head[body_at:]], len(head) - body_at
     eof = False
     while True:
-        while len(buf) < CHUNK and not eof:
+        while size < CHUNK and not eof:
             data = src.read(BLOCK)
             if data:
-                buf += data
+                blocks.append(data)
+                size += len(data)
             else:
                 eof = True
+        buf = blocks[0] if len(blocks) == 1 else b"".join(blocks)
         if eof:
             end = buf.rfind(close)
             if end < 0 or buf[end + len(close):].strip():
                 raise _Malformed()
             if buf[:end].strip():
-                yield buf[:end]
+                yield memoryview(buf)[:end]
             return
         cut = -1
         for tag in cuts:
-            k = buf.rfind(tag)
+            k = buf.rfind(tag, max(cut, 0))
             if k >= 0 and k + len(tag) > cut:
                 cut = k + len(tag)
         if cut <= 0:
@@ -1082,12 +1095,13 @@ def _chunks(src: _Source, head: bytes, root: str, body_at: int) -> Iterator[byte
                 raise _Malformed()
             data = src.read(BLOCK)
             if data:
-                buf += data
+                blocks, size = [buf, data], len(buf) + len(data)
             else:
-                eof = True
+                blocks, eof = [buf], True
             continue
-        yield buf[:cut]
-        buf = buf[cut:]
+        yield memoryview(buf)[:cut]
+        rest = buf[cut:]
+        blocks, size = [rest], len(rest)
 
 
 def _plain_body(path: Path, body_at: int, root: str) -> int | None:

@@ -38,3 +38,39 @@ def metadata_file() -> Path:
         if candidate.is_file():
             return candidate
     return PROJECT_DIR / "metadata.yml"
+
+
+def existing_dir(path, option: str) -> Path:
+    """A directory the user named (e.g. --data): it must exist; nothing is created for a mistyped path."""
+    from .errors import NotFound
+
+    path = Path(path)
+    if not path.exists():
+        raise NotFound(f"{option} {path}: no such directory")
+    if not path.is_dir():
+        raise NotFound(f"{option} {path}: not a directory")
+    return path
+
+
+def existing_file(path, option: str) -> Path:
+    """A file the user named as input (e.g. --concepts): it must exist and be a file."""
+    from .errors import NotFound
+
+    path = Path(path)
+    if not path.is_file():
+        raise NotFound(f"{option} {path}: " + ("not a file" if path.exists() else "no such file"))
+    return path
+
+
+def output_file(path, option: str) -> Path:
+    """A file the user asked kb to write (e.g. --db, -o): its directory must exist (no directories are made
+    for a mistyped path) and it must not be a directory itself."""
+    from .errors import NotFound
+
+    path = Path(path)
+    if path.is_dir():
+        raise NotFound(f"{option} {path} is a directory; give a file name")
+    parent = path.parent
+    if not parent.is_dir():
+        raise NotFound(f"{option} {path}: directory {parent} does not exist")
+    return path

@@ -48,6 +48,76 @@ def load_metadata(db_name: str = METADATA_DATABASE, path: str | Path | None = No
     return metadata
 
 
+# What a knowledge base not built from the embedded default says about itself when its kb_meta has no
+# description, and the guide to the pages that every description is followed by.
+GENERIC_TITLE = "kb: a literature knowledge base"
+GENERIC_DESCRIPTION = "A library of biomedical papers, the citations between them and the concepts that connect them."
+GUIDE_HTML = ("<p>Browse the tables, run the ready-made <strong>queries</strong> listed on the database page, or open "
+              "the citation graph, concept graph and timeline from the menu (\u2630) at the top right.</p>")
+
+
+def read_kb_meta(db_path) -> dict[str, str]:
+    """The kb_meta table of a built database as a dict ({} when it has none)."""
+    import sqlite3
+
+    try:
+        conn = sqlite3.connect(f"file:{Path(db_path)}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return {}
+    try:
+        return {k: v for k, v in conn.execute("SELECT key, value FROM kb_meta") if isinstance(k, str)}
+    except sqlite3.Error:
+        return {}
+    finally:
+        conn.close()
+
+
+def _default_fingerprint() -> list[dict]:
+    """What kb_meta.built_from says for a build of the embedded default dataset (its files and their sha256)."""
+    import hashlib
+
+    from .paths import default_dataset
+    from .records import record_files
+
+    try:
+        files = record_files(default_dataset())
+    except Exception:
+        return []
+    return [{"file": f.name, "sha256": hashlib.sha256(f.read_bytes()).hexdigest()} for f in files]
+
+
+def built_from_default(meta: dict) -> bool:
+    """Whether kb_meta says the database was built from the embedded default dataset, and from nothing else."""
+    import json
+
+    try:
+        built = json.loads(meta.get("built_from") or "null")
+    except ValueError:
+        return False
+    if not isinstance(built, list) or not built:
+        return False
+    fingerprint = _default_fingerprint()
+    key = lambda f: (f.get("file"), f.get("sha256")) if isinstance(f, dict) else (None, None)  # noqa: E731
+    return bool(fingerprint) and sorted(map(key, built)) == sorted(map(key, fingerprint))
+
+
+def titled_metadata(metadata: dict, db_path) -> dict:
+    """metadata.yml's text is the embedded default's (the Kato 2011 seed paper); any other knowledge base is
+    titled and described by its own kb_meta "title" and "description" (written by `kb build`), or generically."""
+    from html import escape
+
+    meta = read_kb_meta(db_path)
+    if built_from_default(meta):
+        return metadata
+    metadata = dict(metadata)
+    metadata["title"] = (meta.get("title") or "").strip() or GENERIC_TITLE
+    description = (meta.get("description") or "").strip() or GENERIC_DESCRIPTION
+    metadata["description_html"] = f"<p>{escape(description)}</p>\n{GUIDE_HTML}"
+    metadata.pop("description", None)
+    metadata.pop("about_url", None)       # the default's link to the seed paper
+    return metadata
+
+
 def _register_plugin() -> None:
     """Load kb's plugin even when the `datasette` entry point is not installed (e.g. running from a checkout)."""
     from datasette.plugins import pm
@@ -68,7 +138,7 @@ def make_datasette(db_path: str | Path, *, metadata: dict | None = None, setting
         raise KbError(f"database not found: {db_path} (run `kb build` first)")
     _register_plugin()
     if metadata is None:
-        metadata = load_metadata(db_path.stem)
+        metadata = titled_metadata(load_metadata(db_path.stem), db_path)
     combined = dict(SETTINGS)
     combined.update(settings or {})
     if immutable:
@@ -90,21 +160,41 @@ async def warm_up(ds) -> list[tuple[str, int]]:
     return statuses
 
 
-def _check_port(host: str, port: int) -> None:
-    """Fail with one line, before building anything, when the address cannot be listened on."""
+def check_port(port) -> int:
+    """The port as an int in 0-65535 (0: any free port), else one line saying what is allowed."""
+    try:
+        value = int(str(port).strip())
+    except (TypeError, ValueError):
+        raise KbError(f"invalid port {port!r}: give a number from 1 to 65535 (or 0 for any free port)") from None
+    if not 0 <= value <= 65535:
+        raise KbError(f"invalid port {value}: give a number from 1 to 65535 (or 0 for any free port)")
+    return value
+
+
+def _check_port(host: str, port: int) -> int:
+    """Fail with one line, before building anything, when the address cannot be listened on; return the port
+    to serve on (for port 0, a free one picked by the system)."""
+    import errno
     import socket
 
+    port = check_port(port)
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise KbError(f"cannot serve on host {host!r}: {exc.strerror}") from None
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise KbError(f"cannot serve on host {host!r}: {reason}; give a name or address of this machine "
+                      "with --host (e.g. 127.0.0.1)") from None
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(address)
         except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise KbError(f"cannot serve on host {host!r} ({exc.strerror}): not an address of this machine; "
+                              "use --host 127.0.0.1, or 0.0.0.0 for every interface") from None
             raise KbError(f"cannot listen on {host}:{port} ({exc.strerror}); choose another port with --port") from None
+        return probe.getsockname()[1]
 
 
 def _stale(db_path: Path, data_dir) -> str | None:
@@ -124,14 +214,31 @@ def _stale(db_path: Path, data_dir) -> str | None:
     return None
 
 
-def serve_command(data_dir, db_path, host: str = "127.0.0.1", port: int = 8001, rebuild: bool = False) -> None:
-    """Build the knowledge base when it is missing (or with --rebuild), then serve it with Datasette."""
+def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: int = 8001,
+                  rebuild: bool = False) -> None:
+    """Serve the knowledge base with Datasette. With no database given, ./kb.db is built first when missing
+    (from --data, ./kb-data or the embedded default); a database given that does not exist is an error, unless
+    --rebuild asks to build it there. Paths and the address are checked before anything is built or created."""
     import uvicorn
 
+    from .paths import DEFAULT_DB, existing_dir, output_file
     from .store import build_command
 
+    if data_dir is not None:
+        existing_dir(data_dir, "--data")
+    if db_path is None:
+        db_path = DEFAULT_DB
+    else:
+        db_path = Path(db_path)
+        if db_path.is_dir():
+            raise KbError(f"--db {db_path} is a directory; give the database file")
+        if not db_path.exists():
+            if not rebuild:
+                raise KbError(f"database not found: {db_path} (check the path; `kb build --db {db_path}` or "
+                              f"`kb serve --db {db_path} --rebuild` builds it there)")
+            output_file(db_path, "--db")
     db_path = Path(db_path)
-    _check_port(host, port)
+    port = _check_port(host, port)
     if not db_path.exists():
         click.echo(f"{db_path} does not exist yet: building it first.", err=True)
         rebuild = True
@@ -144,6 +251,7 @@ def serve_command(data_dir, db_path, host: str = "127.0.0.1", port: int = 8001, 
     asyncio.run(ds.invoke_startup())
     asyncio.run(warm_up(ds))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    shown = f"[{shown}]" if ":" in shown else shown
     click.echo(f"Serving {db_path} read-only at http://{shown}:{port}/  (Ctrl-C to stop)", err=True)
     click.echo(f"  graphs: http://{shown}:{port}/-/kb/citations  http://{shown}:{port}/-/kb/concepts"
                f"  http://{shown}:{port}/-/kb/timeline", err=True)

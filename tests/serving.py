@@ -20,12 +20,21 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def kb_serve(db: Path, *extra: str, cwd: Path | None = None, timeout: float = 60.0):
-    """`kb serve --db DB` on a free port until the block ends; yields (base URL, port).
+    """`kb serve --db DB` on a free port until the block ends (DB built first when missing); yields (base URL, port).
     Fails with the server's own error output when it exits or does not answer within `timeout`."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", "--db", str(db), "--host", "127.0.0.1",
+    cwd = Path(cwd or Path(db).parent)
+    # A missing --db is an error: a missing ./kb.db is the newcomer path (no --db: built first), any other
+    # missing database is built there with --rebuild.
+    if Path(db).exists():
+        where = ["--db", str(db)]
+    elif Path(db).resolve() == (cwd / "kb.db").resolve():
+        where = []
+    else:
+        where = ["--db", str(db), "--rebuild"]
+    proc = subprocess.Popen([sys.executable, "-m", "kb.cli", "serve", *where, "--host", "127.0.0.1",
                              "--port", str(port), *extra],
-                            cwd=cwd or Path(db).parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -117,3 +117,188 @@ def test_stdout_and_missing_db(db_path, tmp_path):
     assert result.exit_code == 0 and result.output.startswith("citing_id,cited_id")
     result = CliRunner().invoke(cli, ["export", "ris", "--db", str(tmp_path / "none.db")])
     assert result.exit_code != 0 and "kb build" in result.output and "Traceback" not in result.output
+
+
+# ------------------------------------------------------------------- journals, incomplete author lists (issue 11)
+
+from kb.paths import default_dataset  # noqa: E402
+from kb.records import normalize_doi, read_records  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def default_db(tmp_path_factory):
+    """The embedded default (the Kato 2011 seed and its five references)."""
+    path = tmp_path_factory.mktemp("default") / "kb.db"
+    build(record_files(default_dataset()), path)
+    return path
+
+
+def default_papers():
+    return {r["id"]: r for r in read_records(record_files(default_dataset())) if r["type"] == "paper"}
+
+
+def test_journal_abbreviation_fills_the_journal_and_et_al_is_kept(default_db, tmp_path):
+    """ref:Kwee2010 has only the journal's abbreviation and an author list cut by "et al." in the seed's
+    reference list: every bibliography names its journal and says the list is incomplete."""
+    papers = default_papers()
+    kwee = papers["ref:Kwee2010"]
+    assert kwee["authors_complete"] is False and not kwee["journal"]["title"]
+    truncated = {k for k, p in papers.items() if p.get("authors_complete") is False}
+
+    lib = bibtexparser.parse_string(export(default_db, tmp_path, "bibtex").read_text())
+    assert not lib.failed_blocks and len(lib.entries) == len(papers)
+    for entry in lib.entries:
+        fields = {k: f.value for k, f in entry.fields_dict.items()}
+        assert fields.get("journal"), entry.key                 # every paper of the default has a journal
+        assert fields["author"].endswith(" and others") == (entry.key == "Kwee2010whole")
+    entry = next(e for e in lib.entries if e.key == "Kwee2010whole")
+    assert entry.fields_dict["journal"].value == kwee["journal"]["iso"]
+    names = entry.fields_dict["author"].value.split(" and ")
+    assert len(names) == len(kwee["authors"]) + 1 and names[0] == "Kwee, TC"
+
+    entries = rispy.loads(export(default_db, tmp_path, "ris").read_text())
+    noted = {e.get("doi") or e["title"] for e in entries if any("et al." in n for n in e.get("notes", []))}
+    assert noted == {kwee["title"]}
+    ris = next(e for e in entries if e["title"] == kwee["title"])
+    assert ris["secondary_title"] == "Br J Haematol" and len(ris["authors"]) == len(kwee["authors"])
+
+    items = json.loads(export(default_db, tmp_path, "csl-json").read_text())
+    assert {i["id"] for i in items if "et al." in i.get("note", "")} == truncated
+    item = next(i for i in items if i["id"] == "ref:Kwee2010")
+    assert item["container-title"] == "Br J Haematol"
+
+
+PUBMED_INCOMPLETE = b"""<?xml version="1.0"?>
+<PubmedArticleSet><PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">900001</PMID>
+<Article PubModel="Print"><Journal><JournalIssue><Volume>3</Volume><PubDate><Year>1985</Year></PubDate>
+</JournalIssue><Title>Journal of Long Author Lists</Title><ISOAbbreviation>J Long Auth Lists</ISOAbbreviation></Journal>
+<ArticleTitle>A multicentre trial.</ArticleTitle><Pagination><MedlinePgn>1-9</MedlinePgn></Pagination>
+<AuthorList CompleteYN="N"><Author ValidYN="Y"><LastName>Alpha</LastName><ForeName>Ann</ForeName><Initials>A</Initials>
+</Author><Author ValidYN="Y"><LastName>Beta</LastName><ForeName>Bob</ForeName><Initials>B</Initials></Author></AuthorList>
+</Article></MedlineCitation></PubmedArticle>
+<PubmedArticle><MedlineCitation Status="MEDLINE" Owner="NLM"><PMID Version="1">900002</PMID>
+<Article PubModel="Print"><Journal><JournalIssue><PubDate><Year>1986</Year></PubDate></JournalIssue>
+<Title>Journal of Long Author Lists</Title></Journal><ArticleTitle>A complete list.</ArticleTitle>
+<AuthorList CompleteYN="Y"><Author ValidYN="Y"><LastName>Gamma</LastName><Initials>G</Initials></Author></AuthorList>
+</Article></MedlineCitation></PubmedArticle></PubmedArticleSet>"""
+
+
+def test_pubmed_complete_n_is_exported_as_et_al(tmp_path):
+    """PubMed's AuthorList CompleteYN="N" reaches the record, the database and the exports."""
+    from kb.parse import parse_pubmed_xml
+    from kb.records import write_records
+
+    records = list(parse_pubmed_xml(PUBMED_INCOMPLETE))
+    assert [r.get("authors_complete") for r in records] == [False, None]
+    write_records(tmp_path / "records.jsonl", records)
+    db = tmp_path / "kb.db"
+    build([tmp_path / "records.jsonl"], db)
+    lib = bibtexparser.parse_string(export(db, tmp_path, "bibtex").read_text())
+    authors = {e.fields_dict["pmid"].value: e.fields_dict["author"].value for e in lib.entries}
+    assert authors == {"900001": "Alpha, Ann and Beta, Bob and others", "900002": "Gamma, G"}
+
+
+# --------------------------------------------------------------------------------------- subsets (issue 11)
+
+def fixture_papers():
+    """Resolved papers of the build fixture, from its records, keyed as kb keys them: PMID first, and a DOI-keyed
+    record whose DOI a PMID-keyed record has is that paper."""
+    records = list(read_records(record_files(FIXTURE)))
+    deleted = {f"pmid:{r['pmid']}" for r in records if r["type"] == "deleted"}
+    pmid_dois = {normalize_doi(r["doi"]) for r in records if r["type"] == "paper" and r.get("pmid") and r.get("doi")}
+    papers = {}
+    for r in records:
+        if r["type"] == "paper":
+            key = f"pmid:{r['pmid']}" if r.get("pmid") else r["id"]
+            if key not in deleted and not (key.startswith("doi:") and normalize_doi(r.get("doi")) in pmid_dois):
+                papers.setdefault(key, r)
+    return records, papers
+
+
+def test_where_selects_papers(db_path, tmp_path):
+    _, papers = fixture_papers()
+    expected = sorted(k for k, p in papers.items() if p.get("year") and p["year"] >= 2005)
+    assert expected and len(expected) < len(papers)
+    items = json.loads(export(db_path, tmp_path, "csl-json", "--where", "year >= 2005").read_text())
+    assert [i["id"] for i in items] == expected
+    lib = bibtexparser.parse_string(export(db_path, tmp_path, "bibtex", "--where", "year >= 2005").read_text())
+    assert len(lib.entries) == len(expected)
+    entries = rispy.loads(export(db_path, tmp_path, "ris", "--where", "journal like '%Fixtures%' and year < 2005")
+                          .read_text())
+    assert sorted(e["year"] for e in entries) == sorted(str(p["year"]) for p in papers.values() if p["year"] < 2005)
+
+
+def test_where_on_the_citation_graph(db_path, tmp_path):
+    """A graph export of a subset is the subgraph the selected papers induce."""
+    full = nx.read_graphml(export(db_path, tmp_path, "graphml"))
+    part = nx.read_graphml(export(db_path, tmp_path, "graphml", "--where", "year >= 2005 or id = 'pmid:3'"))
+    chosen = {n for n, d in full.nodes(data=True) if d.get("year", 0) >= 2005} | {"pmid:3"}
+    assert set(part.nodes) == chosen
+    assert set(part.edges) == {(a, b) for a, b in full.edges if a in chosen and b in chosen}
+    assert part.number_of_edges() > 0
+    rows = list(csv.DictReader(io.StringIO(export(db_path, tmp_path, "csv", "--where", "year >= 2005").read_text())))
+    assert {(r["citing_id"], r["cited_id"]) for r in rows} == {
+        (a, b) for a, b in full.edges if full.nodes[a].get("year", 0) >= 2005 and full.nodes[b].get("year", 0) >= 2005}
+
+
+def test_query_selects_papers(db_path, tmp_path):
+    """--query runs a canned query of metadata.yml with -p parameters (and kb's SQL functions)."""
+    records, papers = fixture_papers()
+    citers = {f"pmid:{p['pmid']}" if p.get("pmid") else p["id"] for p in papers.values()
+              for ref in p.get("references") or () if isinstance(ref, dict) and str(ref.get("pmid")) == "1"}
+    citers |= {r["citing"] for r in records if r["type"] == "citation" and r.get("cited") == "pmid:1"}
+    assert citers
+    for given in ("pmid:1", "https://pubmed.ncbi.nlm.nih.gov/1/"):
+        items = json.loads(export(db_path, tmp_path, "csl-json", "--query", "citing_papers", "-p", "paper", given)
+                           .read_text())
+        assert {i["id"] for i in items} == citers & set(papers)
+    # a query without parameters, in its own order
+    items = json.loads(export(db_path, tmp_path, "csl-json", "--query", "top_pagerank").read_text())
+    g = nx.read_graphml(export(db_path, tmp_path, "graphml"))
+    ranks = [g.nodes[i["id"]]["pagerank"] for i in items]
+    assert len(items) == len(papers) and ranks == sorted(ranks, reverse=True)
+
+
+# ------------------------------------------------------------------- from a Datasette result page (issue 11)
+
+@pytest.fixture
+async def ds(db_path):
+    from kb.publish import make_datasette
+
+    datasette = make_datasette(db_path)
+    await datasette.invoke_startup()
+    return datasette
+
+
+async def test_result_pages_link_bibliographies(ds):
+    papers = (await ds.client.get("/kb/papers")).text
+    for ext in ("bib", "ris", "csljson"):
+        assert f'href="/kb/papers.{ext}' in papers
+    assert 'href="/kb/citing_papers.ris?paper=pmid:1"' in (await ds.client.get("/kb/citing_papers?paper=pmid:1")).text
+    assert ".bib" not in (await ds.client.get("/kb/concepts")).text       # no papers in these rows: no link
+    response = await ds.client.get("/kb/concepts.bib")
+    assert response.status_code == 400 and "name no papers" in response.text
+
+
+async def test_table_page_exports_every_page(ds, db_path, tmp_path):
+    """A table page's bibliography holds all its rows, not only the page shown, with the page's filters."""
+    _, papers = fixture_papers()
+    response = await ds.client.get("/kb/papers.bib?_size=2")
+    assert response.status_code == 200 and response.headers["content-type"].startswith("application/x-bibtex")
+    lib = bibtexparser.parse_string(response.text)
+    assert not lib.failed_blocks and len(lib.entries) == len(papers)
+    response = await ds.client.get("/kb/papers.ris?year__gte=2005&_size=1")
+    years = sorted(e["year"] for e in rispy.loads(response.text))
+    assert years == sorted(str(p["year"]) for p in papers.values() if p["year"] >= 2005)
+
+
+async def test_query_pages_export_their_papers(ds, db_path, tmp_path):
+    response = await ds.client.get("/kb/citing_papers.csljson?paper=pmid:1")
+    assert response.headers["content-type"].startswith("application/vnd.citationstyles.csl+json")
+    cli = export(db_path, tmp_path, "csl-json", "--query", "citing_papers", "-p", "paper", "pmid:1").read_text()
+    assert response.json() == json.loads(cli)
+    response = await ds.client.get("/kb.bib?sql=select+id,+title+from+papers+where+year+<+2005+order+by+id")
+    keys = [e.fields_dict["pmid"].value for e in bibtexparser.parse_string(response.text).entries]
+    _, papers = fixture_papers()
+    assert keys == sorted((p["pmid"] for p in papers.values() if p["year"] < 2005 and p.get("pmid")),
+                          key=lambda pmid: f"pmid:{pmid}")
