@@ -182,6 +182,17 @@ class Lexicon:
         return ()
 
 
+def _prepared(concept: Concept) -> Concept:
+    """The concept with its text and acronym patterns compiled for matching."""
+    text = [_compile(r"\b" + re.escape(syn.strip().lower()) + r"(?!\w)", False) for syn in concept.synonyms]
+    text += [_compile(p, True) for p in concept.patterns]
+    concept.text_res = text
+    concept.acronym_res = [_compile(p, False) for p in concept.case_sensitive_patterns]
+    concept.text_anchors = _anchors(concept.text_res)
+    concept.acronym_anchors = _anchors(concept.acronym_res)
+    return concept
+
+
 def _mostly_upper(text: str) -> bool:
     letters = [c for c in text if c.isalpha()]
     return len(letters) >= 8 and sum(c.isupper() for c in letters) > 0.6 * len(letters)
@@ -308,14 +319,7 @@ def load_lexicon(path: str | Path | None = None) -> Lexicon:
         if not (lists["mesh"] or lists["tree_prefixes"] or lists["synonyms"] or lists["patterns"]
                 or lists["case_sensitive_patterns"]):
             fail(["concepts", i], f"concept {cid!r} has nothing to match (mesh, tree_prefixes, synonyms, patterns)")
-        concept = Concept(id=cid, label=label.strip(), description=desc.strip(), **lists)
-        text = [_compile(r"\b" + re.escape(syn.strip().lower()) + r"(?!\w)", False) for syn in concept.synonyms]
-        text += [_compile(p, True) for p in concept.patterns]
-        concept.text_res = text
-        concept.acronym_res = [_compile(p, False) for p in concept.case_sensitive_patterns]
-        concept.text_anchors = _anchors(concept.text_res)
-        concept.acronym_anchors = _anchors(concept.acronym_res)
-        concepts.append(concept)
+        concepts.append(_prepared(Concept(id=cid, label=label.strip(), description=desc.strip(), **lists)))
 
     trees: dict = {}
     names: dict = {}
@@ -353,22 +357,11 @@ def read_mesh_trees(path: Path):
 
 
 def read_mesh_descriptors(path: Path):
-    """Rows (ui, name, [tree numbers]) of an NLM MeSH descriptor XML file, parsed safely and incrementally."""
-    from lxml import etree
+    """Rows (ui, name, [tree numbers]) of an NLM MeSH descriptor XML file (plain or .gz), parsed safely and
+    incrementally by kb.mesh (entity declarations refused, as for PubMed XML)."""
+    from .mesh import read_descriptors
 
-    try:
-        for _event, elem in etree.iterparse(str(path), tag="DescriptorRecord", resolve_entities=False,
-                                            no_network=True, load_dtd=False, huge_tree=False):
-            ui = elem.findtext("DescriptorUI")
-            name = elem.findtext("DescriptorName/String")
-            numbers = [t.text.strip() for t in elem.iterfind("TreeNumberList/TreeNumber") if t.text]
-            if ui and name:
-                yield ui.strip(), name.strip(), numbers
-            elem.clear()
-            while elem.getprevious() is not None:
-                del elem.getparent()[0]
-    except etree.XMLSyntaxError as exc:
-        raise ParseError(f"{path}: not a MeSH descriptor file ({exc.msg})") from None
+    yield from read_descriptors(path)
 
 
 def _under(numbers, prefixes) -> bool:
@@ -433,3 +426,137 @@ def match_paper(paper: dict, lexicon: Lexicon) -> list[tuple]:
             miss *= 1.0 - weights[kind]
         out.append((concept.id, evidence[0]["kind"], round(1.0 - miss, 6), evidence))
     return out
+
+
+# Words a search should find a concept's papers by ------------------------------------------------------------
+
+_COMMON_WORDS = {"all", "and", "as", "can", "is", "it", "may", "not", "or", "was", "we"}
+_LITERAL_RE = re.compile(r"^(?:\\b)?([A-Za-z][A-Za-z0-9]*(?:[ -][A-Za-z0-9]+)*)(?:\\b)?$")
+
+
+def search_terms(concept: Concept) -> list[str]:
+    """The concept's label, synonyms and the plain words among its patterns (acronyms such as AML, MRI):
+    indexed with each paper carrying the concept, so a search for a synonym finds the paper."""
+    terms = [concept.label] + list(concept.synonyms)
+    for pattern in list(concept.patterns) + list(concept.case_sensitive_patterns):
+        m = _LITERAL_RE.match(pattern)
+        if m and m.group(1).lower() not in _COMMON_WORDS:      # the acronym ALL is also the word "all"
+            terms.append(m.group(1))
+    seen, out = set(), []
+    for t in terms:
+        if t.lower() not in seen:
+            seen.add(t.lower())
+            out.append(t)
+    return out
+
+
+# Concepts made from the knowledge base's own MeSH headings (kb build --concepts auto) ------------------------
+
+AUTO_CONCEPTS = 30
+# MeSH check tags (sex, age groups, species, pregnancy, historical periods) and other headings that describe
+# the study rather than its topic: indexed on most papers, they would make every map one big cluster.
+CHECK_TAGS = frozenset(name.lower() for name in (
+    "Humans", "Animals", "Male", "Female", "Pregnancy", "Infant, Newborn", "Infant", "Child, Preschool", "Child",
+    "Adolescent", "Young Adult", "Adult", "Middle Aged", "Aged", "Aged, 80 and over", "Mice", "Rats", "Cats",
+    "Cattle", "Dogs", "Rabbits", "Guinea Pigs", "Cricetinae", "Swine", "Sheep", "Horses", "Chick Embryo",
+    "Chickens", "Haplorhini", "Macaca mulatta", "History, 19th Century", "History, 20th Century",
+    "History, 21st Century", "History, Ancient", "History, Medieval", "Molecular Sequence Data",
+    "Time Factors", "Retrospective Studies", "Prospective Studies", "Follow-Up Studies", "Cohort Studies",
+    "Case-Control Studies", "Cross-Sectional Studies", "Risk Factors", "Treatment Outcome",
+    "Reproducibility of Results", "Sensitivity and Specificity", "Surveys and Questionnaires",
+    "Cells, Cultured", "Cell Line", "Cell Line, Tumor", "Amino Acid Sequence", "Base Sequence",
+    "Models, Biological", "Models, Molecular", "Disease Models, Animal", "Mice, Inbred C57BL",
+    "Mice, Inbred BALB C", "Mice, Knockout", "Mice, Transgenic", "Rats, Sprague-Dawley", "Rats, Wistar",
+    "HEK293 Cells", "HeLa Cells", "Incidence", "Prevalence", "Age Factors", "Sex Factors",
+    "Cercopithecus aethiops", "Chlorocebus aethiops", "COS Cells", "Vero Cells", "CHO Cells", "Cricetulus",
+))
+CHECK_TAG_PREFIXES = ("mice, ", "rats, ", "history, ")
+EXCLUDED_TREES = ("Z01", "M01", "B01.050.150.900.649.313.988.400.112.400.400")  # places, persons, Humans
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "mesh"
+
+
+def _is_under(numbers, ancestor_numbers) -> bool:
+    return any(n.startswith(a + ".") for n in numbers for a in ancestor_numbers)
+
+
+def auto_lexicon(papers, base: Lexicon, top: int = AUTO_CONCEPTS) -> Lexicon:
+    """A lexicon of the `top` most frequent MeSH descriptors of `papers` (paper dicts with "mesh"), check tags and
+    geographicals left out; a descriptor below a chosen one in the MeSH tree (tree numbers from `base`) is
+    counted for it instead of becoming a concept. Deterministic: ties go to the broader, then the name."""
+    names: dict = {}                                     # descriptor key -> name
+    ui_of: dict = {}
+    paper_sets: list = []
+    for p in papers:
+        keys = set()
+        for m in p.get("mesh") or ():
+            name, ui = m.get("name"), m.get("ui")
+            if not name and not ui:
+                continue
+            key = ui or "name:" + name.lower()
+            keys.add(key)
+            if key not in names or (name and name < names[key]):
+                names[key] = name or ui
+            ui_of[key] = ui
+        if keys:
+            paper_sets.append(keys)
+    trees = {k: tuple(base.tree_numbers(ui_of[k], names[k])) for k in names}
+
+    def excluded(key):          # a check tag, or every position of the heading is a place or a person
+        numbers = trees[key]
+        name = names[key].lower()
+        return name in CHECK_TAGS or name.startswith(CHECK_TAG_PREFIXES) or bool(numbers) and all(
+            any(n == e or n.startswith(e + ".") for e in EXCLUDED_TREES) for n in numbers)
+
+    by_number = {}
+    for key, numbers in trees.items():
+        for n in numbers:
+            by_number.setdefault(n, key)
+    ancestors = {}                                       # key -> keys of descriptors at or above it
+    for key, numbers in trees.items():
+        up = {key}
+        for n in numbers:
+            parts = n.split(".")
+            for i in range(1, len(parts)):
+                a = by_number.get(".".join(parts[:i]))
+                if a:
+                    up.add(a)
+        ancestors[key] = up
+    rolled: dict = {}
+    for keys in paper_sets:
+        for a in set().union(*(ancestors[k] for k in keys)):
+            rolled[a] = rolled.get(a, 0) + 1
+
+    def depth(key):
+        return min((n.count(".") for n in trees[key]), default=99)
+
+    chosen = []
+    for key in sorted(rolled, key=lambda k: (-rolled[k], depth(k), names[k].lower(), k)):
+        if len(chosen) >= top:
+            break
+        if excluded(key) or any(c in ancestors[key] for c in chosen):
+            continue
+        chosen.append(key)
+
+    concepts, ids = [], set()
+    for key in chosen:
+        name, ui, numbers = names[key], ui_of[key], trees[key]
+        cid = _slug(name)
+        while cid in ids:
+            cid += "-2"
+        ids.add(cid)
+        under = f" or a heading under it in the MeSH tree ({', '.join(numbers)})" if numbers else ""
+        desc = (f"Papers indexed with the MeSH heading {name}{f' ({ui})' if ui else ''}{under}; made by "
+                f"kb build --concepts auto from the knowledge base's most frequent headings "
+                f"({rolled[key]} papers when built).")
+        concepts.append(_prepared(Concept(
+            id=cid, label=name, description=desc, mesh=[ui] if ui and UI_RE.match(ui) else [],
+            tree_prefixes=[n for n in numbers if TREE_RE.match(n)],
+            synonyms=[name] if "," not in name else [],
+            patterns=[] if ui or "," not in name else [re.escape(name.lower())])))
+    entries = [c.entry() for c in concepts]
+    digest = hashlib.sha256(repr(entries).encode("utf-8")).hexdigest()
+    return Lexicon(path=f"auto (top {top} MeSH descriptors)", sha256=digest, concepts=concepts,
+                   weights=dict(DEFAULT_WEIGHTS), trees=base.trees, tree_names=base.tree_names)

@@ -48,6 +48,8 @@ log = logging.getLogger("kb.eutils")
 NCBI_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 BATCH = 200           # ids per efetch/elink request (NCBI's recommendation)
 ECITMATCH_BATCH = 100  # citations per ECitMatch request
+ESEARCH_PAGE = 500      # ids per esearch page when paging through the history server
+ESEARCH_PUBMED_MAX = 9999  # PubMed's esearch serves only the first 9,999 ids of a search (retstart <= 9998)
 MAX_TRIES = 6
 MAX_WAIT = 120.0       # longest single wait, whatever Retry-After says
 PERMANENT_ERRORS = ("nothing todo", "invalid", "unknown", "not supported", "too long")
@@ -150,6 +152,18 @@ def xml_problem(body: bytes) -> str | None:
         text = " ".join((errors[0].text or "").split())[:120]
         return f"NCBI error: {text or 'ERROR'}"
     return None
+
+
+def _history_gone(body: bytes) -> bool:
+    """An esearch answer saying the history server no longer knows the WebEnv / query_key."""
+    problem = xml_problem(body) or ""
+    return problem.startswith("NCBI error") and any(
+        w in problem.lower() for w in ("unable to obtain query", "webenv", "query_key", "query key"))
+
+
+def _history_page_problem(body: bytes) -> str | None:
+    """xml_problem for a history page, except that a lost history is an answer (handled by a new search)."""
+    return None if _history_gone(body) else xml_problem(body)
 
 
 def describe(util: str, pairs) -> str:
@@ -275,6 +289,88 @@ class Eutils:
                 result.setdefault(key, None)
         return result
 
+    def esearch_history(self, term: str, *, db: str = "pubmed", limit: int | None = None,
+                        page: int | None = None) -> dict:
+        """Every id esearch finds for `term`, up to `limit` (and, for PubMed, the first 9,999 only: NCBI's cap),
+        through the history server: the first page with ``usehistory=y``, the others by ``WebEnv`` and
+        ``query_key`` with ``retstart``/``retmax``. Returns {ids, count, retrievable, capped, provenance}.
+        A cached WebEnv the history server no longer knows is replaced by a fresh search."""
+        if not term or not term.strip():
+            raise KbError("the query is empty")
+        page = max(1, int(page or ESEARCH_PAGE))
+        first_max = page if limit is None else max(1, min(page, limit))
+        params = dict(db=db, term=term, usehistory="y", retstart=0, retmax=first_max)
+        body, header = self._call("esearch.fcgi", Entrez.esearch, **params)
+        refreshed = False
+        while True:
+            root = _xml(body)
+            count = int((root.findtext("Count") or "0").strip() or 0)
+            webenv, query_key = (root.findtext("WebEnv") or "").strip(), (root.findtext("QueryKey") or "").strip()
+            ids = [e.text.strip() for e in root.findall("IdList/Id") if e.text and e.text.strip()]
+            cap = min(count, ESEARCH_PUBMED_MAX) if db == "pubmed" else count
+            target = cap if limit is None else min(cap, limit)
+            gone = False
+            while len(ids) < target and webenv and query_key:
+                start = len(ids)
+                page_body, page_header = self._call(
+                    "esearch.fcgi", Entrez.esearch, check=_history_page_problem, db=db, term=term, WebEnv=webenv,
+                    query_key=query_key, retstart=start, retmax=min(page, target - start))
+                if _history_gone(page_body):
+                    self.cache.discard("esearch.fcgi", page_header["key"])
+                    gone = True
+                    break
+                more = [e.text.strip() for e in _xml(page_body).findall("IdList/Id") if e.text and e.text.strip()]
+                if not more:
+                    break  # the result set shrank since the first page
+                ids.extend(more)
+            if not gone:
+                break
+            if refreshed:
+                raise KbError(f"esearch term={term[:60]}: the history server lost the search twice; "
+                              "run the same command again later")
+            refreshed = True
+            log.info("esearch: the history server no longer knows WebEnv %s; searching again", webenv[:20])
+            body, header = self._call("esearch.fcgi", Entrez.esearch, fresh=True, **params)
+        ids = _unique(ids)[:target]
+        return {"ids": ids, "count": count, "retrievable": cap, "capped": count > cap,
+                "provenance": self.provenance(header, "pubmed-esearch")}
+
+    def elink_scores(self, ids, linkname: str = "pubmed_pubmed") -> Iterator[tuple[dict[str, list[tuple[str, int]]], dict]]:
+        """Neighbours with their scores (elink ``cmd=neighbor_score``, e.g. PubMed's similar articles), one batch
+        of up to 200 ids at a time: ({id: [(neighbour, score), ...] best first, the id itself left out}, provenance)."""
+        dbfrom = linkname.split("_", 1)[0]
+        for chunk in _chunks(_unique(ids), BATCH):
+            body, header = self._call("elink.fcgi", Entrez.elink, dbfrom=dbfrom, db="pubmed", linkname=linkname,
+                                      id=chunk, cmd="neighbor_score")
+            links: dict[str, dict[str, int]] = {i: {} for i in chunk}
+            for linkset in _xml(body).iterfind("LinkSet"):
+                set_ids = [e.text.strip() for e in linkset.findall("IdList/Id") if e.text]
+                if len(set_ids) != 1:
+                    continue
+                found = links.setdefault(set_ids[0], {})
+                for db in linkset.iterfind("LinkSetDb"):
+                    if (db.findtext("LinkName") or "").strip() != linkname:
+                        continue
+                    for link in db.iterfind("Link"):
+                        other = (link.findtext("Id") or "").strip()
+                        score = (link.findtext("Score") or "").strip()
+                        if other and other != set_ids[0] and other not in found:
+                            found[other] = int(score) if score.isdigit() else 0
+            # best first; equal scores keep NCBI's order (a stable sort)
+            yield ({k: sorted(v.items(), key=lambda kv: -kv[1]) for k, v in links.items()},
+                   self.provenance(header, f"elink:{linkname}"))
+
+    def mesh_summaries(self, uis) -> Iterator[tuple[dict[str, dict], dict]]:
+        """Names and tree numbers of MeSH descriptors (UIs such as D008279) by esummary ``db=mesh``
+        (``version=2.0``), 200 per request: ({ui: {name, tree_numbers}}, provenance) per batch."""
+        from .mesh import MESH_UI_RE, mesh_uid, parse_esummary
+
+        uis = sorted(u for u in _unique(uis) if MESH_UI_RE.match(u))
+        for chunk in _chunks(uis, BATCH):
+            body, header = self._call("esummary.fcgi", Entrez.esummary, db="mesh", id=[mesh_uid(u) for u in chunk],
+                                      version="2.0")
+            yield parse_esummary(body), self.provenance(header, "mesh-esummary")
+
     def provenance(self, header: dict, source: str) -> dict:
         """The provenance of an answer: its source, the cached retrieval time and the key-free request."""
         return provenance(source, retrieved=header.get("retrieved"), request=header.get("request"))
@@ -306,8 +402,10 @@ class Eutils:
     def _redact(self, text: str) -> str:
         return text.replace(self.api_key, "***") if self.api_key else text
 
-    def _call(self, util: str, func: Callable, check: Callable | None = None, **params) -> tuple[bytes, dict]:
-        """One E-utilities request: from the cache when possible, else sent with retries and cached."""
+    def _call(self, util: str, func: Callable, check: Callable | None = None, fresh: bool = False,
+              **params) -> tuple[bytes, dict]:
+        """One E-utilities request: from the cache when possible (not when `fresh`), else sent with retries
+        and cached."""
         request = _entrez_request(func, tool=self.tool, email=self.email, api_key=self.api_key, **params)
         url = request.full_url
         if url.startswith(NCBI_URL):
@@ -319,7 +417,7 @@ class Eutils:
         key = cache_key(util, pairs)
         what = describe(util, pairs)
         check = check or xml_problem
-        if not self.refresh or key in self._refreshed:
+        if not (self.refresh or fresh) or key in self._refreshed:
             hit = self.cache.get(util, key)
             if hit is not None:
                 body, header = hit

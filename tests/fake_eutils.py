@@ -1,8 +1,9 @@
 """A fake NCBI E-utilities server for kb's tests: the real paths, parameters and XML, on 127.0.0.1.
 
-It speaks ``/entrez/eutils/{efetch.fcgi,esearch.fcgi,elink.fcgi,ecitmatch.cgi}`` (also at the server
-root, so ``KB_EUTILS_URL=http://127.0.0.1:PORT/`` works), GET and POST, over an in-memory corpus of
-papers; it records every request with its arrival time and can be told to fail (429 with Retry-After,
+It speaks ``/entrez/eutils/{efetch.fcgi,esearch.fcgi,elink.fcgi,ecitmatch.cgi,esummary.fcgi}`` (also at the
+server root, so ``KB_EUTILS_URL=http://127.0.0.1:PORT/`` works), GET and POST, over an in-memory corpus of
+papers (esearch with the history server and PubMed's 9,999 cap, elink ``cmd=neighbor_score`` for similar
+articles, esummary ``db=mesh`` for tree numbers); it records every request with its arrival time and can be told to fail (429 with Retry-After,
 500/502, dropped connections, timeouts, truncated bodies, ``<ERROR>`` documents, malformed XML), either
 on demand (:meth:`FakeEutils.fail`) or at a set rate (``fault_rate``, deterministic from ``fault_seed``).
 
@@ -29,7 +30,7 @@ try:  # fixtures need pytest; running the server by hand does not
 except ImportError:  # pragma: no cover
     pytest = None
 
-UTILS = ("efetch.fcgi", "esearch.fcgi", "elink.fcgi", "ecitmatch.cgi")
+UTILS = ("efetch.fcgi", "esearch.fcgi", "elink.fcgi", "ecitmatch.cgi", "esummary.fcgi")
 FAULTS = ("429", "500", "502", "drop", "timeout", "truncate", "truncate-nolength", "error", "malformed")
 
 EFETCH_HEAD = ('<?xml version="1.0" ?>\n<!DOCTYPE PubmedArticleSet PUBLIC "-//NLM//DTD PubMedArticle, '
@@ -38,6 +39,13 @@ ESEARCH_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSearchResul
                 '20060628//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20060628/esearch.dtd">\n')
 ELINK_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eLinkResult PUBLIC "-//NLM//DTD elink '
               '20101123//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20101123/elink.dtd">\n')
+ESUMMARY_MESH_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSummaryResult PUBLIC "-//NLM//DTD '
+                      'esummary mesh 20250219//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20250219/esummary_mesh.dtd">\n')
+ESUMMARY_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSummaryResult PUBLIC "-//NLM//DTD esummary '
+                 'v1 20041029//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20041029/esummary-v1.dtd">\n')
+PUBMED_ESEARCH_MAX = 9999  # PubMed's esearch serves only the first 9,999 ids of a search
+SIMILAR_SCALE = 100_000_000  # neighbour scores are integers, the paper itself scoring highest
+SIMILAR_MAX = 100
 EFETCH_ERROR_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eFetchResult PUBLIC "-//NLM//DTD efetch '
                      '20131226//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20131226/efetch.dtd">\n')
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -132,6 +140,26 @@ class Corpus:
         """elink pubmed_pubmed_citedin: PMC articles citing this PMID."""
         return sorted(set(self._citedin.get(pmid, [])), key=int, reverse=True)
 
+    def similar(self, pmid) -> list[tuple[str, int]]:
+        """elink pubmed_pubmed: (PMID, score) of related papers by shared MeSH descriptors and title words
+        (Jaccard, scaled to integers), best first, the paper itself first; at most SIMILAR_MAX."""
+        p = self.papers.get(pmid)
+        if not p:
+            return []
+        features = getattr(self, "_features", None)
+        if features is None:
+            features = self._features = {
+                q.pmid: {m[0] for m in q.mesh} | {w for w in _norm(q.title).split() if len(w) > 3 and not w.isdigit()}
+                for q in self.papers.values()}
+        mine = features[pmid]
+        out = []
+        for other, theirs in features.items():
+            shared = len(mine & theirs)
+            if shared:
+                out.append((other, round(SIMILAR_SCALE * shared / len(mine | theirs))))
+        out.sort(key=lambda t: (-t[1], -int(t[0])))
+        return out[:SIMILAR_MAX]
+
     def ref_citation(self, ref: Ref) -> str:
         if ref.citation:
             return ref.citation
@@ -152,6 +180,25 @@ MESH = [("D054198", "Precursor Cell Lymphoblastic Leukemia-Lymphoma"), ("D008279
         ("D001853", "Bone Marrow"), ("D002648", "Child"), ("D006801", "Humans"), ("D015470", "Leukemia, Myeloid, Acute"),
         ("D001855", "Bone Marrow Diseases"), ("D007938", "Leukemia"), ("D000293", "Adolescent"),
         ("D008297", "Male"), ("D005260", "Female"), ("D002675", "Child, Preschool")]
+# The fake's MeSH database (esummary db=mesh): descriptor UI -> (name, tree numbers). Values are for tests:
+# those also in datasets/mesh-trees.tsv agree with it; Blast Crisis and Leukemia, Lymphoid sit under Leukemia
+# (C04.557.337) as in MeSH, and their exact numbers are this fake's. Male/Female (check tags) have none.
+MESH_TREES = {
+    "D054198": ("Precursor Cell Lymphoblastic Leukemia-Lymphoma", ["C04.557.337.428.600"]),
+    "D008279": ("Magnetic Resonance Imaging", ["E01.370.350.825.500"]),
+    "D001853": ("Bone Marrow", ["A15.382.216"]),
+    "D002648": ("Child", ["M01.060.406"]),
+    "D006801": ("Humans", ["B01.050.150.900.649.313.988.400.112.400.400"]),
+    "D015470": ("Leukemia, Myeloid, Acute", ["C04.557.337.539.275"]),
+    "D001855": ("Bone Marrow Diseases", ["C15.378.190"]),
+    "D007938": ("Leukemia", ["C04.557.337"]),
+    "D000293": ("Adolescent", ["M01.060.057"]),
+    "D008297": ("Male", []),
+    "D005260": ("Female", []),
+    "D002675": ("Child, Preschool", ["M01.060.406.448"]),
+    "D001752": ("Blast Crisis", ["C04.557.337.372"]),
+    "D007945": ("Leukemia, Lymphoid", ["C04.557.337.428"]),
+}
 QUALIFIERS = [("Q000000981", "diagnostic imaging"), ("Q000175", "diagnosis"), ("Q000473", "pathology"),
               ("Q000188", "drug therapy")]
 WORDS = ("leukemia bone marrow magnetic resonance imaging pediatric acute lymphoblastic myeloid peripheral blood "
@@ -392,14 +439,20 @@ def efetch_body(corpus: Corpus, ids: list[str]) -> str:
     return "".join(out)
 
 
-def elink_body(corpus: Corpus, dbfrom: str, linkname: str, id_params: list[str]) -> str:
-    """One LinkSet per `id=` parameter; comma-joined ids in one parameter share one LinkSet (as NCBI does)."""
+def elink_body(corpus: Corpus, dbfrom: str, linkname: str, id_params: list[str], cmd: str = "neighbor") -> str:
+    """One LinkSet per `id=` parameter; comma-joined ids in one parameter share one LinkSet (as NCBI does).
+    ``cmd=neighbor_score`` adds each link's <Score> (pubmed_pubmed: similar articles, best first)."""
     out = [ELINK_HEAD, "<eLinkResult>\n"]
     for param in id_params:
         ids = [i.strip() for i in param.split(",") if i.strip()]
         links: list[str] = []
+        scores: dict[str, int] = {}
         for i in ids:
-            if linkname == "pubmed_pubmed_refs":
+            if linkname == "pubmed_pubmed" and dbfrom == "pubmed":
+                for other, score in corpus.similar(i):
+                    links.append(other)
+                    scores.setdefault(other, score)
+            elif linkname == "pubmed_pubmed_refs":
                 links += corpus.refs(i)
             elif linkname == "pubmed_pubmed_citedin":
                 links += corpus.citedin(i)
@@ -409,8 +462,11 @@ def elink_body(corpus: Corpus, dbfrom: str, linkname: str, id_params: list[str])
         out.append(f"<LinkSet><DbFrom>{esc(dbfrom)}</DbFrom><IdList>"
                    + "".join(f"<Id>{esc(i)}</Id>" for i in ids) + "</IdList>")
         if links:
-            out.append(f"<LinkSetDb><DbTo>pubmed</DbTo><LinkName>{esc(linkname)}</LinkName>"
-                       + "".join(f"<Link><Id>{x}</Id></Link>" for x in dict.fromkeys(links)) + "</LinkSetDb>")
+            if cmd == "neighbor_score":
+                body = "".join(f"<Link><Id>{x}</Id><Score>{scores.get(x, 0)}</Score></Link>" for x in dict.fromkeys(links))
+            else:
+                body = "".join(f"<Link><Id>{x}</Id></Link>" for x in dict.fromkeys(links))
+            out.append(f"<LinkSetDb><DbTo>pubmed</DbTo><LinkName>{esc(linkname)}</LinkName>" + body + "</LinkSetDb>")
         out.append("</LinkSet>\n")
     out.append("</eLinkResult>\n")
     return "".join(out)
@@ -476,18 +532,71 @@ def esearch_ids(corpus: Corpus, term: str) -> list[str]:
     return sorted(result or (), key=int, reverse=True)
 
 
-def esearch_body(corpus: Corpus, term: str, retmax: int, retstart: int) -> str:
-    ids = esearch_ids(corpus, term)
+def esearch_body(corpus: Corpus, term: str, retmax: int, retstart: int, ids: list[str] | None = None,
+                 history: tuple[str, str] | None = None, db: str = "pubmed") -> str:
+    """An eSearchResult page; with `history` (WebEnv, query_key) their elements too. PubMed's limit: only the
+    first 9,999 ids are served (retstart > 9998 is an error; a longer page is cut, with a warning)."""
+    ids = esearch_ids(corpus, term) if ids is None else ids
+    warning = None
+    if db == "pubmed" and retstart > PUBMED_ESEARCH_MAX - 1:
+        return (ESEARCH_HEAD + "<eSearchResult><ERROR>Search Backend failed: Exception:\n'retstart' cannot be larger "
+                "than 9998. For PubMed, ESearch can only retrieve the first 9,999 records matching the query. To "
+                "obtain more than 9,999 PubMed records, consider using EDirect that contains additional logic to batch "
+                "PubMed search results automatically so that an arbitrary number can be retrieved. For details see "
+                "https://www.ncbi.nlm.nih.gov/books/NBK25499/</ERROR></eSearchResult>\n")
+    if db == "pubmed" and retstart + retmax > PUBMED_ESEARCH_MAX:
+        retmax = PUBMED_ESEARCH_MAX - retstart
+        warning = f"Restrictions achieved. start and count adjusted to {retstart}, {retmax}"
     page = ids[retstart:retstart + retmax]
-    out = [ESEARCH_HEAD, f"<eSearchResult><Count>{len(ids)}</Count><RetMax>{len(page)}</RetMax>"
-           f"<RetStart>{retstart}</RetStart><IdList>", "".join(f"<Id>{i}</Id>" for i in page), "</IdList>",
+    head = f"<eSearchResult><Count>{len(ids)}</Count><RetMax>{len(page)}</RetMax><RetStart>{retstart}</RetStart>"
+    if history:
+        head += f"<QueryKey>{history[1]}</QueryKey><WebEnv>{esc(history[0])}</WebEnv>"
+    out = [ESEARCH_HEAD, head + "<IdList>", "".join(f"<Id>{i}</Id>" for i in page), "</IdList>",
            "<TranslationSet/>"]
+    if warning:
+        out.append(f"<WarningList><OutputMessage>{esc(warning)}</OutputMessage></WarningList>")
     if not ids:
         out.append(f"<ErrorList><PhraseNotFound>{esc(term)}</PhraseNotFound></ErrorList>"
                    "<WarningList><OutputMessage>No items found.</OutputMessage></WarningList>")
     else:
         out.append(f"<QueryTranslation>{esc(term)}</QueryTranslation>")
     out.append("</eSearchResult>\n")
+    return "".join(out)
+
+
+def esummary_mesh_body(uids: list[str], version: str) -> str:
+    """esummary db=mesh: one DocumentSummary (version 2.0) or DocSum (version 1) per UID; descriptor D008279
+    is UID 68008279; an unknown UID gets an <error> entry (2.0) or nothing (1)."""
+    entries = []
+    for uid in uids:
+        ui = "D" + uid[2:] if uid.startswith("68") and uid[2:].isdigit() else None
+        entries.append((uid, ui, MESH_TREES.get(ui) if ui else None))
+    if version == "2.0":
+        out = [ESUMMARY_MESH_HEAD, '<eSummaryResult>\n<DocumentSummarySet status="OK">\n<DbBuild>Build250219-0214.1'
+               '</DbBuild>\n']
+        for uid, ui, known in entries:
+            if not known:
+                out.append(f'<DocumentSummary><error>cannot get document summary</error></DocumentSummary>\n')
+                continue
+            name, trees = known
+            out.append(f'<DocumentSummary uid="{uid}">\n<DS_MeshUI>{ui}</DS_MeshUI>\n'
+                       f"<DS_MeshTerms><string>{esc(name)}</string></DS_MeshTerms>\n<DS_IdxLinks>")
+            out.extend(f"<LinksType><TreeNum>{t}</TreeNum><Children></Children></LinksType>" for t in trees)
+            out.append("</DS_IdxLinks>\n<DS_RecordType>TopicalDescriptor</DS_RecordType>\n</DocumentSummary>\n")
+        out.append("</DocumentSummarySet>\n</eSummaryResult>\n")
+        return "".join(out)
+    out = [ESUMMARY_HEAD, "<eSummaryResult>\n"]
+    for uid, ui, known in entries:
+        if not known:
+            continue
+        name, trees = known
+        out.append(f"<DocSum><Id>{uid}</Id>"
+                   f'<Item Name="DS_MeshTerms" Type="List"><Item Name="string" Type="String">{esc(name)}</Item></Item>'
+                   '<Item Name="DS_IdxLinks" Type="List">'
+                   + "".join('<Item Name="LinksType" Type="Structure"><Item Name="TreeNum" Type="String">'
+                             f"{t}</Item></Item>" for t in trees)
+                   + f'</Item><Item Name="DS_MeshUI" Type="String">{ui}</Item></DocSum>\n')
+    out.append("</eSummaryResult>\n")
     return "".join(out)
 
 
@@ -520,6 +629,7 @@ ERROR_BODIES = {
     "esearch.fcgi": ESEARCH_HEAD + "<eSearchResult><ERROR>Search Backend failed: Database is not available"
                     "</ERROR></eSearchResult>\n",
     "elink.fcgi": ELINK_HEAD + "<eLinkResult><ERROR>Error occurred: read timeout on backend</ERROR></eLinkResult>\n",
+    "esummary.fcgi": ESUMMARY_MESH_HEAD + "<eSummaryResult><ERROR>Database is not available</ERROR></eSummaryResult>\n",
 }
 
 
@@ -630,6 +740,8 @@ class FakeEutils:
         self.fault_cycle = fault_cycle  # True: kinds in turn instead of at random
         self._cycle = 0
         self.requests: list[dict] = []
+        self.history: dict[str, dict[str, list[str]]] = {}  # WebEnv -> query_key -> ids (esearch usehistory=y)
+        self.search_padding: dict[str, int] = {}  # term -> Count: more hits than the corpus (PMIDs 90000001...)
         self._rng = random.Random(fault_seed)
         self._queued: list[tuple[str, str | None]] = []
         self._streak: dict[str, int] = {}
@@ -708,6 +820,53 @@ class FakeEutils:
             self._queued.clear()
             self._streak.clear()
 
+    def pad_search(self, term: str, count: int):
+        """Make esearch for `term` match `count` papers: the corpus' hits, then made-up PMIDs from 90000001
+        (not in the corpus: efetch finds nothing for them), e.g. to pass PubMed's 9,999 cap."""
+        self.search_padding[term] = count
+
+    def forget_history(self):
+        """Drop every WebEnv, as NCBI's history server does after a while."""
+        with self._lock:
+            self.history.clear()
+
+    def _search(self, term: str) -> list[str]:
+        ids = esearch_ids(self.corpus, term) if term.strip() else []
+        extra = self.search_padding.get(term, 0) - len(ids)
+        return ids + [str(90000001 + i) for i in range(max(0, extra))]
+
+    def _esearch(self, one) -> str:
+        """esearch with the history server: usehistory=y stores the result under a WebEnv and query_key;
+        WebEnv + query_key (AND term) select a stored result; an unknown one is an <ERROR>."""
+        term, webenv, query_key = one("term"), one("WebEnv"), one("query_key")
+        retmax = int(one("retmax", "20") or 20)
+        retstart = int(one("retstart", "0") or 0)
+        if query_key:
+            with self._lock:
+                stored = self.history.get(webenv, {}).get(query_key)
+            if stored is None:
+                return (ESEARCH_HEAD + f"<eSearchResult><ERROR>Unable to obtain query #{esc(query_key)}</ERROR>"
+                        "</eSearchResult>\n")
+            if term.strip():
+                hits = set(self._search(term))
+                ids = [i for i in stored if i in hits]
+            else:
+                ids = stored
+        else:
+            ids = self._search(term)
+        history = None
+        if one("usehistory") == "y":
+            with self._lock:
+                if webenv not in self.history:  # a new WebEnv, never one handed out before
+                    self._webenvs = getattr(self, "_webenvs", 0) + 1
+                    webenv = f"MCID_{self._webenvs:08d}_fake_{random.Random(term).randrange(10 ** 9):09d}"
+                    self.history[webenv] = {}
+                keys = self.history[webenv]
+                query_key = str(len(keys) + 1)
+                keys[query_key] = list(ids)
+            history = (webenv, query_key)
+        return esearch_body(self.corpus, term, retmax, retstart, ids=ids, history=history, db=one("db", "pubmed"))
+
     def _log(self, entry):
         with self._lock:
             self.requests.append(entry)
@@ -745,15 +904,26 @@ class FakeEutils:
             return 200, efetch_body(self.corpus, ids).encode(), xml
         if util == "esearch.fcgi":
             term = one("term")
-            if not term.strip():
+            if not term.strip() and not one("query_key"):
                 return 200, (ESEARCH_HEAD + "<eSearchResult><ERROR>Empty term and query_key - nothing todo"
                              "</ERROR></eSearchResult>\n").encode(), xml
+            if one("usehistory") == "y" or one("query_key") or term in self.search_padding:
+                return 200, self._esearch(one).encode(), xml
             retmax = int(one("retmax", "20") or 20)
             retstart = int(one("retstart", "0") or 0)
             return 200, esearch_body(self.corpus, term, retmax, retstart).encode(), xml
         if util == "elink.fcgi":
             return 200, elink_body(self.corpus, one("dbfrom", "pubmed"), one("linkname"),
-                                   params.get("id", [])).encode(), xml
+                                   params.get("id", []), cmd=one("cmd", "neighbor")).encode(), xml
+        if util == "esummary.fcgi":
+            if one("db") != "mesh":
+                return 200, (ESUMMARY_HEAD + "<eSummaryResult><ERROR>Invalid db name specified: "
+                             f"{esc(one('db'))}</ERROR></eSummaryResult>\n").encode(), xml
+            uids = [i.strip() for p in params.get("id", []) for i in p.split(",") if i.strip()]
+            if not uids:
+                return 200, (ESUMMARY_HEAD + "<eSummaryResult><ERROR>Empty id list - nothing todo</ERROR>"
+                             "</eSummaryResult>\n").encode(), xml
+            return 200, esummary_mesh_body(uids, one("version")).encode(), xml
         if util == "ecitmatch.cgi":
             return 200, ecitmatch_body(self.corpus, one("bdata")).encode(), "text/plain; charset=UTF-8"
         return 404, b"not found", "text/plain"
