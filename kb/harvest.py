@@ -318,9 +318,13 @@ def query_seeds(client, query: str, max_papers: int | None, notes: list[str]) ->
     if not found["ids"]:
         raise KbError(f"--query {query!r}: PubMed finds no papers")
     count, taken = found["count"], len(found["ids"])
-    if found["capped"] and (max_papers is None or max_papers > found["retrievable"]):
+    if found["capped"] and (max_papers is None or max_papers >= found["retrievable"]):
         notes.append(f"Note: the query matches {count:,} papers, but PubMed's esearch serves only the first "
-                     f"{found['retrievable']:,} (NCBI's limit); narrow the query (e.g. by year) to reach the others.")
+                     f"{found['retrievable']:,} (NCBI's limit): those are the seeds; narrow the query (e.g. by "
+                     "year) to reach the others.")
+    elif found["capped"]:
+        notes.append(f"Note: the query matches {count:,} papers (PubMed's esearch serves only the first "
+                     f"{found['retrievable']:,}); the first {taken:,} (--max-papers) are the seeds.")
     elif count > taken:
         notes.append(f"Note: the query matches {count:,} papers; the first {taken:,} (--max-papers) are the seeds.")
     return [(query, pmid) for pmid in found["ids"]]

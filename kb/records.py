@@ -30,6 +30,10 @@ in short:
     ``id`` (kb key) and ``query`` (what the user typed); marks a paper as a seed.
 ``deleted``
     ``pmid``: PubMed deleted this citation (``DeleteCitation``); `kb build` drops it.
+``similar``
+    ``paper``, ``similar`` (kb keys), ``score`` (PubMed's similar-articles score), ``provenance``.
+``mesh``
+    ``ui`` (MeSH descriptor UI), ``name``, ``tree_numbers`` [], ``provenance``: tree numbers for the lexicon.
 
 ``provenance`` is {source, retrieved (ISO 8601 UTC or null), request (the E-utilities request
 without API key, or the file it came from), sources [URLs], note}.
