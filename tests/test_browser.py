@@ -127,7 +127,7 @@ def test_citation_graph_draws_and_links(server, page):
     page.select_option("#kb-colour", "community")
     assert "community 1" in page.locator("#kb-legend").inner_text()
     page.select_option("#kb-colour", "concept")
-    # Hover shows details; clicking the seed opens its row page.
+    # Hover shows details; clicking the seed pins them, with a link to its row page.
     point = page.evaluate("""() => {
         const box = document.getElementById('kb-graph');
         const net = box.kbNetwork;
@@ -137,8 +137,13 @@ def test_citation_graph_draws_and_links(server, page):
     }""")
     page.mouse.move(point["x"], point["y"])
     page.wait_for_function("document.getElementById('kb-details').innerText.includes('Case series')", timeout=5000)
+    # A click selects the paper and shows its details (it does not navigate: a double-click focuses instead);
+    # the panel's "Open paper page" link opens the row page.
+    page.mouse.click(point["x"], point["y"])
+    page.wait_for_selector("#kb-details a[data-action=open]", timeout=5000)
+    assert page.url == server + "/-/kb/citations"
     with page.expect_navigation():
-        page.mouse.click(point["x"], point["y"])
+        page.click("#kb-details a[data-action=open]")
     assert page.url == server + "/kb/papers/pmid~3A21400001"
     assert "This paper in the knowledge base" in page.content()
     assert_local_only(page)

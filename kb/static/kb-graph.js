@@ -9,7 +9,7 @@
   var SIMILAR_KINDS = { "cocitation": ["#e6550d", "co-citation (cited together)"],
                         "coupling": ["#3182bd", "bibliographic coupling (shared references)"],
                         "pubmed": ["#31a354", "PubMed similar articles"], "several": ["#333333", "several of these"] };
-  var MULTI = "#222222", EDGE = "#9aa4b1", LAYER = "#8e44ad", NONE = "#b0b0b0", STUB_FILL = "#eef0f3";
+  var EDGE = "#9aa4b1", LAYER = "#8e44ad", NONE = "#b0b0b0", STUB_FILL = "#eef0f3";
   var LABEL_PX = 13;      /* labels keep this size on screen at any zoom */
   var MAX_LABELS = 40;    /* with more nodes, only the most central are labelled (hover shows the others) */
 
@@ -82,6 +82,12 @@
     (data.edge_sources || []).forEach(function (s, i) { map[s.source] = SOURCE_PALETTE[i % SOURCE_PALETTE.length]; });
     return map;
   }
+  function rarestSource(sources, data) {
+    /* the source that reported the fewest of the drawn arrows: it says most about where an arrow came from */
+    var count = {};
+    (data.edge_sources || []).forEach(function (s) { count[s.source] = s.edges; });
+    return sources.slice().sort(function (a, b) { return (count[a] || 0) - (count[b] || 0) || (a < b ? -1 : 1); })[0];
+  }
   function swatchItem(list, swatchClass, style, text, small) {
     var li = el("li");
     li.appendChild(el("span", { "class": swatchClass, style: style || "" }));
@@ -110,9 +116,17 @@
       if (state.edges === "source") {
         var colours = sourceColours(data);
         (data.edge_sources || []).forEach(function (s) {
-          swatchItem(edgesList, "kb-swatch-line", "border-color:" + colours[s.source], s.source, plural(s.edges, "arrow"));
+          var li = swatchItem(edgesList, "kb-swatch-line", "border-color:" + colours[s.source], s.source, plural(s.edges, "arrow"));
+          li.className = "kb-source-item" + (state.sourceOnly === s.source ? " kb-source-on" : "");
+          li.setAttribute("data-source", s.source);
+          li.setAttribute("role", "button");
+          li.setAttribute("tabindex", "0");
+          li.title = "Show only the arrows " + s.source + " reported (click again for all)";
+          var pick = function () { state.sourceOnly = state.sourceOnly === s.source ? null : s.source; refreshEdges(); };
+          li.addEventListener("click", pick);
+          li.addEventListener("keydown", function (ev) { if (ev.key === "Enter" || ev.key === " ") { ev.preventDefault(); pick(); } });
         });
-        swatchItem(edgesList, "kb-swatch-line", "border-color:" + MULTI, "reported by 2 or more sources");
+        edgesList.appendChild(el("li", { "class": "kb-hint" }, "An arrow reported by several sources takes the colour of the rarest; click a source to see only its arrows."));
       } else {
         swatchItem(edgesList, "kb-swatch-line", "border-color:" + EDGE, "cites (arrow: citing → cited)");
       }
@@ -305,8 +319,10 @@
       var sources = e.sources || [];
       var colour = EDGE, width = 1;
       if (state.edges === "source") {
-        colour = sources.length > 1 ? MULTI : (colours[sources[0]] || EDGE);
-        width = sources.length > 1 ? 2 : 1.5;
+        colour = colours[rarestSource(sources, data)] || EDGE;
+        width = 1.5;
+        if (state.sourceOnly && sources.indexOf(state.sourceOnly) < 0) { colour = "#eceef1"; width = 1; }
+        else if (state.sourceOnly) { colour = colours[state.sourceOnly]; width = 2; }
       }
       out.push({ id: "c" + i, from: e.from, to: e.to, arrows: { to: { enabled: true, scaleFactor: 0.5 } }, width: width,
                  kb_kind: "cites", sources: sources, color: { color: colour, highlight: "#111", hover: "#111" },
@@ -387,7 +403,7 @@
     var edges = new vis.DataSet(visEdges());
     var many = data.nodes.length >= 40;
     var physics = state.axis ?
-      { solver: "forceAtlas2Based", forceAtlas2Based: { gravitationalConstant: -60, centralGravity: 0.004, springLength: 80, avoidOverlap: 1 },
+      { solver: "forceAtlas2Based", forceAtlas2Based: { gravitationalConstant: -110, centralGravity: 0.003, springLength: 110, avoidOverlap: 1 },
         stabilization: { iterations: 250, fit: true } } :
       { solver: "forceAtlas2Based",
         forceAtlas2Based: { gravitationalConstant: many ? -70 : -150, avoidOverlap: 0.5, centralGravity: 0.012,
@@ -497,15 +513,19 @@
       if (state.network) { state.network.body.data.nodes.update(visNodes(colourSelect.value)); }
     });
   }
+  function refreshEdges() {
+    if (!state.network) { return; }
+    state.network.body.data.edges.update(visEdges());
+    var mode = colourSelect ? colourSelect.value : "concept";
+    drawLegend(colourKeys(state.data, mode), mode);
+  }
   if (edgeSelect) {
     edgeSelect.value = state.edges;
     edgeSelect.addEventListener("change", function () {
       state.edges = edgeSelect.value;
+      state.sourceOnly = null;
       syncUrl();
-      if (state.network) {
-        state.network.body.data.edges.update(visEdges());
-        drawLegend(colourKeys(state.data, colourSelect ? colourSelect.value : "concept"), colourSelect ? colourSelect.value : "concept");
-      }
+      refreshEdges();
     });
   }
   Array.prototype.forEach.call(layoutRadios, function (radio) {
