@@ -288,18 +288,11 @@ async def seeds(datasette, db) -> list:
            where likelihood(is_seed = 1, 0.0001) order by id limit 20""")]
 
 
-async def kb_meta(db) -> dict:
-    if "kb_meta" not in await _tables(db):
-        return {}
-    return {r[0]: r[1] for r in await db.execute(
-        "select key, value from kb_meta where key in ('title', 'description', 'seeds')")}
-
-
 async def start_vars(datasette, db) -> dict:
-    meta = await kb_meta(db)
+    """The start page's search box, counts and seed papers (its title and description are kb_meta's, set as
+    Datasette's metadata by kb.publish)."""
     counts = (await db.execute("select count(*), coalesce(sum(resolved), 0) from papers")).first()
-    return {"kb_start": {"title": meta.get("title"), "description": meta.get("description"),
-                         "seeds": await seeds(datasette, db), "papers": counts[0], "resolved": counts[1],
+    return {"kb_start": {"seeds": await seeds(datasette, db), "papers": counts[0], "resolved": counts[1],
                          "search_url": datasette.urls.path("/-/kb/search")}}
 
 
