@@ -12,9 +12,13 @@ def fixtures_dir():
     return FIXTURES
 
 
-@pytest.fixture(autouse=True)
-def _pubmed_only_by_default(monkeypatch):
+@pytest.fixture(autouse=True, scope="session")
+def _pubmed_only_by_default():
     """`kb fetch` asks every citation source by default; tests that do not point the open sources at
-    tests/fake_sources.py ask PubMed (the fake E-utilities) only, so nothing tries the real internet."""
+    tests/fake_sources.py ask PubMed (the fake E-utilities) only, so nothing tries the real internet.
+    Session scope: module fixtures that run `kb fetch` subprocesses see it too."""
+    patch = pytest.MonkeyPatch()
     if "KB_SOURCES" not in os.environ:
-        monkeypatch.setenv("KB_SOURCES", "pubmed")
+        patch.setenv("KB_SOURCES", "pubmed")
+    yield
+    patch.undo()

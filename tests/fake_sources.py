@@ -437,3 +437,32 @@ if pytest is not None:
         monkeypatch.delenv("OPENCITATIONS_ACCESS_TOKEN", raising=False)
         monkeypatch.delenv("KB_SOURCES", raising=False)
         return fake_sources
+
+
+def main(argv=None):  # pragma: no cover - a manual tool
+    """Serve the fake E-utilities and the four open sources over one corpus; print the environment to use."""
+    import argparse
+
+    from fake_eutils import FakeEutils
+
+    ap = argparse.ArgumentParser(description="fake citation sources (and E-utilities) for trying kb fetch --sources")
+    ap.add_argument("--network", type=int, default=0, help="serve pubmed_poor_network(N) instead of the small corpus")
+    ap.add_argument("--down", default="", help="comma-separated sources that answer 503 to everything")
+    args = ap.parse_args(argv)
+    corpus = pubmed_poor_network(args.network) if args.network else sources_corpus()
+    eutils = FakeEutils(corpus).start()
+    fake = FakeSources(corpus, down=[s for s in args.down.split(",") if s]).start()
+    print(f"export KB_EUTILS_URL={eutils.base_url}")
+    for k, v in fake.env().items():
+        print(f"export {k}={v}")
+    print(f"# {len(corpus.papers)} papers; Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+        eutils.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
