@@ -394,6 +394,11 @@ def export_command(fmt, db_path, output, graph="citations", where=None, query=No
         elif query is not None:
             ids = select_query(conn, query, params)
         data = export(fmt, conn, graph, ids)
+        resolved = None
+        if ids is not None and fmt in BIBLIOGRAPHIES:
+            resolved = sum(conn.execute(f"SELECT count(*) FROM papers WHERE resolved = 1 AND id IN "
+                                        f"({', '.join('?' * len(chunk))})", chunk).fetchone()[0]
+                           for chunk in _chunks(list(dict.fromkeys(ids))))
     finally:
         conn.close()
     raw = data if isinstance(data, bytes) else data.encode("utf-8")
@@ -408,6 +413,9 @@ def export_command(fmt, db_path, output, graph="citations", where=None, query=No
     with atomic_write(output) as fh:
         fh.write(raw)
     what = f"{fmt}{', ' + graph + ' graph' if fmt in ('graphml', 'gexf', 'json', 'csv') else ''}"
+    said = ""
     if ids is not None:
-        what += f"; {len(ids)} papers selected"
-    click.echo(f"Wrote {output} ({what}).", err=True)
+        said = f": {len(ids)} papers selected"
+        if resolved is not None and resolved != len(ids):
+            said = f": {resolved} of the {len(ids)} papers selected (those known only from reference lists are left out)"
+    click.echo(f"Wrote {output} ({what}){said}.", err=True)
