@@ -152,3 +152,21 @@ def test_where_runs_read_only(db_path, tmp_path):
     assert conn.execute("select count(*) from papers").fetchone()[0] > 0
     conn.close()
     assert sorted(os.listdir(tmp_path)) == ["copy.db"]
+
+
+def test_make_serve_passes_port_and_host():
+    """`make serve PORT=8002 HOST=...` (the README's way to change them) reaches kb serve; DB/DATA likewise."""
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    root = Path(__file__).resolve().parent.parent
+
+    def line(*args):
+        out = subprocess.run(["make", "-n", "-C", str(root), "serve", *args], capture_output=True, text=True,
+                             check=True).stdout
+        return next(l for l in out.splitlines() if "kb serve" in l)
+
+    assert line().rstrip().endswith("kb serve --host '127.0.0.1' --port '8001'")
+    assert "--host '0.0.0.0' --port '8002'" in line("PORT=8002", "HOST=0.0.0.0")
+    assert "--db 'my.db' --data 'my-data'" in line("DB=my.db", "DATA=my-data")
