@@ -404,6 +404,8 @@ def harvest_command(identifiers, *, data_dir, depth=1, cited_by=False, max_paper
         click.echo(f"Error: {failed}", err=True)
     if summary["errors"]:
         n = len(summary["errors"])
-        raise KbError(f"{n} of {len(list(identifiers))} identifiers could not be harvested (see above)"
+        asked = f"{len(list(identifiers))} identifiers" if not query else \
+            f"{summary['seeds'] + n} seeds (identifiers and --query results)"
+        raise KbError(f"{n} of {asked} could not be harvested (see above)"
                       + ("; the others were harvested" if summary["papers"] else ""))
     return summary

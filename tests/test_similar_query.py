@@ -146,6 +146,20 @@ def test_query_cap_message_on_the_command_line(eutils_env, tmp_path):
     assert ("Note: the query matches 25,000 papers (PubMed's esearch serves only the first 9,999); "
             "the first 3 (--max-papers) are the seeds.") in result.output
     assert len(records(tmp_path, "seed")) == 3
+    eutils_env.reset()
+    again = run("fetch", "--query", "leukemia", "--max-papers", "3", "--depth", "0", "--data", tmp_path)
+    assert again.exit_code == 0 and eutils_env.count() == 0
+
+
+def test_query_papers_pubmed_lacks_are_errors(eutils_env, tmp_path):
+    """An id esearch gives that efetch does not know (PubMed changing under the search) fails the run in one line,
+    after the others are harvested."""
+    eutils_env.pad_search("signal intensity", 3)   # 1 real hit, then two made-up PMIDs
+    result = run("fetch", "--query", "signal intensity", "--depth", "0", "--data", tmp_path)
+    assert result.exit_code == 1
+    assert "Error: signal intensity: PMID 90000001 is not in PubMed" in result.output
+    assert result.output.strip().endswith("Error: 2 of 3 seeds (identifiers and --query results) could not be "
+                                          "harvested (see above); the others were harvested")
 
 
 def test_query_beyond_the_cap_without_max_papers(fake_eutils, tmp_path):
