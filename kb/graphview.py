@@ -416,7 +416,9 @@ def similar_view(conn, paper: str, filters: dict, limit: int = SIMILAR_DEFAULT) 
     cond, params = filter_sql(filters)
     candidates: dict[str, dict] = {}
     has_similarity = _has_table(conn, "paper_similarity")
-    has_pubmed = _has_table(conn, "similar_articles")
+    # PubMed's neighbours count as present when some were fetched (the build makes the table either way)
+    has_pubmed = _has_table(conn, "similar_articles") and \
+        conn.execute("select 1 from similar_articles limit 1").fetchone() is not None
     if has_similarity:
         for other, co, cp in conn.execute(
                 f"""select s.other, s.cocitations, s.coupling from (

@@ -492,7 +492,9 @@
       plural(data.total_edges === null || data.total_edges === undefined ? citations : data.total_edges, "citation") +
       (data.focus ? " in this neighbourhood." : " among them.");
     if (data.method === "grown") {
-      msg2 += " Chosen by growing from the seed along citations, the most central and best linked papers first" +
+      var fromSeed = data.nodes.some(function (n) { return n.is_seed; });
+      msg2 += " Chosen by growing from " + (fromSeed ? "the seed" : "the most central paper") +
+        " along citations, the most central and best linked papers first" +
         (data.resolved_total !== undefined ? " (" + num(data.resolved_total) + " papers have full records; the rest are known only from reference lists)." : ".");
     }
     (data.more || []).forEach(function (m) { msg2 += " " + m.label + " in a dashed box."; });
