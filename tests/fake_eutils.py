@@ -40,7 +40,7 @@ ESEARCH_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSearchResul
 ELINK_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eLinkResult PUBLIC "-//NLM//DTD elink '
               '20101123//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20101123/elink.dtd">\n')
 ESUMMARY_MESH_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSummaryResult PUBLIC "-//NLM//DTD '
-                      'esummary mesh 20250219//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20250219/esummary_mesh.dtd">\n')
+                      'eSummaryResult//EN" "https://www.ncbi.nlm.nih.gov/entrez/query/DTD/eSummaryDTD/eSummary_mesh.dtd">\n')
 ESUMMARY_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSummaryResult PUBLIC "-//NLM//DTD esummary '
                  'v1 20041029//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20041029/esummary-v1.dtd">\n')
 PUBMED_ESEARCH_MAX = 9999  # PubMed's esearch serves only the first 9,999 ids of a search
@@ -579,10 +579,21 @@ def esummary_mesh_body(uids: list[str], version: str) -> str:
                 out.append(f'<DocumentSummary><error>cannot get document summary</error></DocumentSummary>\n')
                 continue
             name, trees = known
-            out.append(f'<DocumentSummary uid="{uid}">\n<DS_MeshUI>{ui}</DS_MeshUI>\n'
-                       f"<DS_MeshTerms><string>{esc(name)}</string></DS_MeshTerms>\n<DS_IdxLinks>")
-            out.extend(f"<LinksType><TreeNum>{t}</TreeNum><Children></Children></LinksType>" for t in trees)
-            out.append("</DS_IdxLinks>\n<DS_RecordType>TopicalDescriptor</DS_RecordType>\n</DocumentSummary>\n")
+            # the elements of NCBI's eSummary_mesh DTD, in its order, and DS_MeshUI (``ds_meshui`` in JSON)
+            out.append(f'<DocumentSummary uid="{uid}">\n\t<DS_YearIntroduced></DS_YearIntroduced>\n'
+                       f"\t<DS_ScopeNote></DS_ScopeNote>\n\t<DS_MeshUI>{ui}</DS_MeshUI>\n"
+                       "\t<DS_RegistryNumber></DS_RegistryNumber>\n\t<DS_HeadingMappedTo></DS_HeadingMappedTo>\n"
+                       f"\t<DS_MeshTerms>\n\t\t<string>{esc(name)}</string>\n\t</DS_MeshTerms>\n"
+                       "\t<DS_Subheading>\n\t</DS_Subheading>\n\t<DS_PaPx>\n\t</DS_PaPx>\n"
+                       "\t<DS_PreviousIndexing>\n\t</DS_PreviousIndexing>\n\t<DS_SeeRelated>\n\t</DS_SeeRelated>\n"
+                       "\t<DS_PaList>\n\t</DS_PaList>\n\t<DS_IdxLinks>\n")
+            for t in trees:
+                parent = next((f"68{u[1:]}" for u, (_, ts) in sorted(MESH_TREES.items()) if t.rsplit(".", 1)[0] in ts
+                               and "." in t), None)
+                out.append("\t\t<LinksType>\n" + (f"\t\t\t<Parent>{parent}</Parent>\n" if parent else "")
+                           + f"\t\t\t<TreeNum>{t}</TreeNum>\n\t\t\t<Children>\n\t\t\t</Children>\n\t\t</LinksType>\n")
+            out.append("\t</DS_IdxLinks>\n\t<DS_EntryDate>1999/01/01 00:00</DS_EntryDate>\n"
+                       "\t<DS_RevisionDate>2024/06/10 00:00</DS_RevisionDate>\n</DocumentSummary>\n\n")
         out.append("</DocumentSummarySet>\n</eSummaryResult>\n")
         return "".join(out)
     out = [ESUMMARY_HEAD, "<eSummaryResult>\n"]
