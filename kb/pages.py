@@ -395,9 +395,11 @@ async def search(datasette, db, text: str) -> dict:
     found: dict[str, dict] = {}
     tables = await _tables(db)
     cols = "p.id, p.title, p.year, p.journal, p.resolved, p.authors_display"
-    # Author surnames (a whole name, as people type them: "Kato", "kato m").
+    fts_columns = {r[1] for r in await db.execute("pragma table_info(papers_fts)")} if "papers_fts" in tables else set()
+    # Author surnames (a whole name, as people type them: "Kato", "kato m"), when the full-text index does not
+    # hold the authors itself (a knowledge base built before it did).
     last = text.split()[0] if text.split() else ""
-    if last and len(text.split()) <= 2 and "authors" in tables:
+    if last and len(text.split()) <= 2 and "authors" in tables and "authors_text" not in fts_columns:
         for r in await db.execute(
                 f"""select {cols} from papers p where p.id in (
                         select pa.paper_id from paper_authors pa where pa.author_id in (
@@ -416,7 +418,9 @@ async def search(datasette, db, text: str) -> dict:
         except sqlite3.OperationalError:
             rows = []
         for r in rows:
-            found.setdefault(r["id"], dict(_link(datasette, db, r), authors=r["authors_display"], why="text"))
+            by_author = bool(last) and last.lower() in (r["authors_display"] or "").lower()
+            found.setdefault(r["id"], dict(_link(datasette, db, r), authors=r["authors_display"],
+                                           why="author" if by_author else "text"))
     result["papers"] = sorted(found.values(), key=lambda x: (x["stub"], x["why"] != "author"))[:SEARCH_CAP]
     result["concepts"] = [{"id": r["id"], "label": r["label"], "url": concept_url(datasette, db.name, r["id"])}
                           for r in await db.execute(
