@@ -302,3 +302,10 @@ async def test_query_pages_export_their_papers(ds, db_path, tmp_path):
     _, papers = fixture_papers()
     assert keys == sorted((p["pmid"] for p in papers.values() if p["year"] < 2005 and p.get("pmid")),
                           key=lambda pmid: f"pmid:{pmid}")
+
+
+async def test_a_paper_page_exports_that_paper(ds):
+    response = await ds.client.get("/kb/papers/pmid~3A1")
+    assert 'href="/kb/papers/pmid~3A1.ris"' in response.text
+    entries = rispy.loads((await ds.client.get("/kb/papers/pmid~3A1.ris")).text)
+    assert [e["doi"] for e in entries] == ["10.1000/seed1"]
