@@ -65,6 +65,9 @@ def test_parse_sources():
     assert parse_sources("all") == parse_sources("")
     with pytest.raises(KbError, match="unknown citation source 'scopus': choose from pubmed, europepmc"):
         parse_sources("pubmed,scopus")
+    result = CliRunner().invoke(cli, ["fetch", "30000001", "--sources", "pubmed,scopus"])
+    assert result.exit_code == 1 and result.stderr.startswith("Error: unknown citation source 'scopus'")
+    assert "Traceback" not in result.output
 
 
 def test_fetch_finds_references_and_citers_pubmed_lacks(eutils, sources_env, fast, tmp_path):

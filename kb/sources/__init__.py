@@ -190,14 +190,16 @@ def _ask(source: Source, works: list[Work], cited_by: bool, down: dict) -> Answe
             answer.citations.extend(part.citations)
             for key, fields in part.coverage.items():
                 answer.note(key, **fields)
-    except KbError as exc:
+    except (KbError, ValueError, TypeError, AttributeError, KeyError) as exc:
         if source.fatal:
             raise
         if isinstance(exc, SourceDown):
             down[source.name] = str(exc)
+        message = str(exc) if isinstance(exc, KbError) else \
+            f"{source.name}: an answer kb could not read ({type(exc).__name__}: {str(exc)[:80]})"
         answer = Answer()
         for w in works:
-            answer.note(w.key, status="failed", message=str(exc))
+            answer.note(w.key, status="failed", message=message)
     return answer
 
 

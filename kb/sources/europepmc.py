@@ -22,6 +22,13 @@ def _text(entry: dict) -> str | None:
     return ". ".join(parts) + "." if parts else None
 
 
+def _int(value) -> int:
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
+
+
 def _ids(entry: dict) -> tuple[str | None, str | None]:
     pmid = str(entry.get("id") or "").strip() if str(entry.get("source") or "").upper() == "MED" else ""
     return (pmid if pmid.isdigit() else None), (entry.get("doi") or None)
@@ -42,10 +49,16 @@ class EuropePMC(Source):
             first = first or prov
             if data is None:
                 return None, prov
-            items = ((data.get(list_key) or {}).get(item_key) or []) if isinstance(data, dict) else []
+            box = data.get(list_key) if isinstance(data, dict) else None
+            items = box.get(item_key) if isinstance(box, dict) else None
+            items = items if isinstance(items, list) else []
             entries.extend(i for i in items if isinstance(i, dict))
-            total = int(data.get("hitCount") or 0) if isinstance(data, dict) else 0
-            if not items or len(entries) >= total:
+            total = _int(data.get("hitCount")) if isinstance(data, dict) else 0
+            # stop at the count, at an empty page, or past the last page the count allows (a server that
+            # ignores `page` or counts more than it lists cannot keep kb paging)
+            request = data.get("request") if isinstance(data, dict) else None
+            size = (_int(request.get("pageSize")) if isinstance(request, dict) else 0) or len(items)  # as served
+            if not items or len(entries) >= total or page * size >= total + size:
                 return entries, first
             page += 1
 
