@@ -335,7 +335,7 @@ class Eutils:
         return {"ids": ids, "count": count, "retrievable": cap, "capped": count > cap,
                 "provenance": self.provenance(header, "pubmed-esearch")}
 
-    def elink_scores(self, ids, linkname: str = "pubmed_pubmed") -> Iterator[tuple[dict[str, list[tuple[str, int]]], dict]]:
+    def elink_scores(self, ids, linkname: str = "pubmed_pubmed") -> Iterator[tuple[dict[str, list], dict]]:
         """Neighbours with their scores (elink ``cmd=neighbor_score``, e.g. PubMed's similar articles), one batch
         of up to 200 ids at a time: ({id: [(neighbour, score), ...] best first, the id itself left out}, provenance)."""
         dbfrom = linkname.split("_", 1)[0]

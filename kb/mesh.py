@@ -65,7 +65,8 @@ def read_descriptors(source) -> Iterator[tuple[str, str, list[str]]]:
             for _, el in parser.read_events():
                 ui = (el.findtext("DescriptorUI") or "").strip()
                 name = " ".join((el.findtext("DescriptorName/String") or "").split())
-                numbers = [t.text.strip() for t in el.iterfind("TreeNumberList/TreeNumber") if t.text and t.text.strip()]
+                numbers = [t.text.strip() for t in el.iterfind("TreeNumberList/TreeNumber")
+                           if t.text and t.text.strip()]
                 el.clear(keep_tail=False)
                 parent = el.getparent()
                 if parent is not None:

@@ -40,7 +40,8 @@ ESEARCH_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSearchResul
 ELINK_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eLinkResult PUBLIC "-//NLM//DTD elink '
               '20101123//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20101123/elink.dtd">\n')
 ESUMMARY_MESH_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSummaryResult PUBLIC "-//NLM//DTD '
-                      'eSummaryResult//EN" "https://www.ncbi.nlm.nih.gov/entrez/query/DTD/eSummaryDTD/eSummary_mesh.dtd">\n')
+                      'eSummaryResult//EN" "https://www.ncbi.nlm.nih.gov/entrez/query/DTD/eSummaryDTD/'
+                      'eSummary_mesh.dtd">\n')
 ESUMMARY_HEAD = ('<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE eSummaryResult PUBLIC "-//NLM//DTD esummary '
                  'v1 20041029//EN" "https://eutils.ncbi.nlm.nih.gov/eutils/dtd/20041029/esummary-v1.dtd">\n')
 PUBMED_ESEARCH_MAX = 9999  # PubMed's esearch serves only the first 9,999 ids of a search
@@ -463,7 +464,8 @@ def elink_body(corpus: Corpus, dbfrom: str, linkname: str, id_params: list[str],
                    + "".join(f"<Id>{esc(i)}</Id>" for i in ids) + "</IdList>")
         if links:
             if cmd == "neighbor_score":
-                body = "".join(f"<Link><Id>{x}</Id><Score>{scores.get(x, 0)}</Score></Link>" for x in dict.fromkeys(links))
+                body = "".join(f"<Link><Id>{x}</Id><Score>{scores.get(x, 0)}</Score></Link>"
+                               for x in dict.fromkeys(links))
             else:
                 body = "".join(f"<Link><Id>{x}</Id></Link>" for x in dict.fromkeys(links))
             out.append(f"<LinkSetDb><DbTo>pubmed</DbTo><LinkName>{esc(linkname)}</LinkName>" + body + "</LinkSetDb>")

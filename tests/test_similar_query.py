@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 import kb.eutils
-from fake_eutils import eutils_env, fake_eutils  # noqa: F401
+from fake_eutils import esearch_ids, eutils_env, fake_eutils  # noqa: F401
 from kb.cli import cli
 from kb.eutils import Eutils
 from kb.harvest import harvest
@@ -89,9 +89,9 @@ def test_similar_rank_ties_and_merging(tmp_path):
     from kb.store import _similar_rows
 
     papers = {f"pmid:{i}": {} for i in (1, 2, 9, 10, 11)}
-    recs = [{"paper": "pmid:1", "similar": "pmid:10", "score": 50}, {"paper": "pmid:1", "similar": "pmid:9", "score": 50},
-            {"paper": "pmid:1", "similar": "pmid:2", "score": 70}, {"paper": "pmid:1", "similar": "pmid:2", "score": 70},
-            {"paper": "pmid:1", "similar": "pmid:404", "score": 99}, {"paper": "pmid:11", "similar": "pmid:1", "score": 5}]
+    pairs = [("pmid:1", "pmid:10", 50), ("pmid:1", "pmid:9", 50), ("pmid:1", "pmid:2", 70), ("pmid:1", "pmid:2", 70),
+             ("pmid:1", "pmid:404", 99), ("pmid:11", "pmid:1", 5)]
+    recs = [{"paper": a, "similar": b, "score": score} for a, b, score in pairs]
     assert _similar_rows(recs, lambda k: k, papers) == [
         ("pmid:1", "pmid:10", 50, 3), ("pmid:1", "pmid:2", 70, 1), ("pmid:1", "pmid:9", 50, 2),
         ("pmid:11", "pmid:1", 5, 1)]
@@ -101,9 +101,7 @@ def test_similar_rank_ties_and_merging(tmp_path):
 
 def test_query_pages_through_the_history_server(fake_eutils, tmp_path, monkeypatch):
     monkeypatch.setattr(kb.eutils, "ESEARCH_PAGE", 2)
-    hits = [p for p in sorted(fake_eutils.corpus.papers, key=int, reverse=True)
-            if "leukemia" in (fake_eutils.corpus.papers[p].title + " ".join(t for _, _, t in
-                                                                            fake_eutils.corpus.papers[p].abstract)).lower()]
+    hits = esearch_ids(fake_eutils.corpus, "leukemia")   # what the server finds, best first
     assert len(hits) > 5
     summary = harvest([], tmp_path, depth=0, max_papers=5, query="leukemia", client=make(fake_eutils, tmp_path))
     searches = [r for r in fake_eutils.requests if r["endpoint"] == "esearch.fcgi"]
@@ -114,7 +112,8 @@ def test_query_pages_through_the_history_server(fake_eutils, tmp_path, monkeypat
     seeds = records(tmp_path, "seed")
     assert [(s["id"], s["query"]) for s in seeds] == [(f"pmid:{p}", "leukemia") for p in sorted(hits[:5], key=int)]
     assert summary["papers"] == 5
-    assert summary["notes"] == [f"Note: the query matches {len(hits)} papers; the first 5 (--max-papers) are the seeds."]
+    assert summary["notes"] == [
+        f"Note: the query matches {len(hits)} papers; the first 5 (--max-papers) are the seeds."]
 
 
 def test_query_then_hops(fake_eutils, tmp_path):
