@@ -141,6 +141,12 @@ def test_doi_only_reference_becomes_a_reference_only_paper(eutils, sources_env, 
     build([tmp_path / "records" / "harvest.jsonl"], db)
     row = sqlite3.connect(db).execute("select resolved, title from papers where id = 'doi:10.5555/ext.0001'").fetchone()
     assert row[0] == 0 and "Marrow imaging in children" in row[1]
+    # from Europe PMC alone too: its entry's fields name the work
+    run(eutils, tmp_path / "epmc", ["europepmc"], depth=1, cited_by=False)
+    build([tmp_path / "epmc" / "records" / "harvest.jsonl"], tmp_path / "epmc.db")
+    row = sqlite3.connect(tmp_path / "epmc.db").execute(
+        "select resolved, title, year from papers where id = 'doi:10.5555/ext.0001'").fetchone()
+    assert row[0] == 0 and "Marrow imaging in children" in row[1] and row[2] == 2005
 
 
 def test_source_down_for_the_whole_run_then_a_rerun_fills_the_gap(eutils, sources_env, fast, tmp_path):

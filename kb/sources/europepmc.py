@@ -71,7 +71,7 @@ class EuropePMC(Source):
                 return answer.note(w.key, status="not-found", message=f"Europe PMC has no MED/{w.pmid}")
             for e in entries:
                 pmid, doi = _ids(e)
-                raw = None if (pmid or doi) else _text(e)
+                raw = None if pmid else _text(e)   # a work without PMID: its text names it in the build
                 answer.citations.append(citation_record(
                     w.key, pmid, doi, self.name, prov, raw=raw, cited_title=e.get("title"),
                     cited_year=e.get("pubYear"), cited_journal=e.get("journalAbbreviation")))
