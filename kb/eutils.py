@@ -48,7 +48,7 @@ log = logging.getLogger("kb.eutils")
 NCBI_URL = "https://eutils.ncbi.nlm.nih.gov/entrez/eutils/"
 BATCH = 200           # ids per efetch/elink request (NCBI's recommendation)
 ECITMATCH_BATCH = 100  # citations per ECitMatch request
-ESEARCH_PAGE = 500      # ids per esearch page when paging through the history server
+ESEARCH_PAGE = 5000     # ids per esearch page through the history server (NCBI allows up to 10,000)
 ESEARCH_PUBMED_MAX = 9999  # PubMed's esearch serves only the first 9,999 ids of a search (retstart <= 9998)
 MAX_TRIES = 6
 MAX_WAIT = 120.0       # longest single wait, whatever Retry-After says
