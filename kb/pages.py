@@ -175,7 +175,15 @@ async def _similar(datasette, db, paper_id: str, tables: set) -> list:
            join papers p on p.id = s.other
            order by s.cocitations + s.coupling desc, p.resolved desc, p.pagerank desc, p.id limit :cap""",
         {"id": paper_id, "cap": LIST_CAP})
-    return [_link(datasette, db, r, cocitations=r["cocitations"], coupling=r["coupling"]) for r in rows]
+    def why(r) -> str:
+        parts = []
+        if r["cocitations"]:
+            parts.append(f"cited together {r['cocitations']}×")
+        if r["coupling"]:
+            parts.append(f"{r['coupling']} shared reference{'s' if r['coupling'] != 1 else ''}")
+        return ", ".join(parts)
+
+    return [_link(datasette, db, r, cocitations=r["cocitations"], coupling=r["coupling"], why=why(r)) for r in rows]
 
 
 async def _pubmed_similar(datasette, db, paper_id: str, tables: set) -> list:

@@ -271,6 +271,8 @@ async def test_similar_papers_from_citations_and_pubmed(default_db, tmp_path):
     assert [s["id"] for s in data["pubmed_similar"]] == ["ref:Shih2009", "ref:Kwee2010"]
     html = (await ds.client.get(row_path(TAKEMOTO))).text
     assert "PubMed's similar articles (2)" in html and "score 500" in html
+    similar = html[html.index('id="kb-similar"'):]
+    assert "cited together 1×" in similar and "0×" not in similar  # the seed cites both: co-cited once
 
 
 # ---------------------------------------------------------------------------------------------- concept page
