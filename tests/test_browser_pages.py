@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 from largekb import large_kb  # noqa: F401  (session fixture)
 from serving import kb_serve
-from test_browser import ARGS, CHROMIUM, _need_browser, assert_local_only
+from test_browser import ARGS, CHROMIUM, SCREENSHOTS, _need_browser, assert_local_only
 
 pytestmark = pytest.mark.browser
 
@@ -55,5 +55,13 @@ def test_canned_query_link_opens_the_paper_page(large_kb, chromium):  # noqa: F8
         assert references < 900                                   # the neighbourhood starts on the first screen
         raw = page.locator("details#kb-raw")
         assert raw.get_attribute("open") is None                  # the raw columns are folded
+        # Screenshots for the README ($KB_SCREENSHOTS): the seed's page and a concept's page.
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.goto(f"{base}/kb/papers/{large_kb.seed.replace(':', '~3A')}")
+        page.screenshot(path=str(SCREENSHOTS / "paper-page.png"))
+        page.goto(f"{base}/kb/concepts/leukemia")
+        assert page.locator("h1.kb-title").inner_text() == "Leukemia"
+        assert page.locator("#kb-concept-papers li").count() > 0
+        page.screenshot(path=str(SCREENSHOTS / "concept-page.png"))
         assert_local_only(page)
         context.close()
