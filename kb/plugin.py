@@ -409,7 +409,8 @@ def _nav_links(datasette) -> list[dict]:
     return [{"href": datasette.urls.path("/-/kb/citations"), "label": "Citation graph"},
             {"href": datasette.urls.path("/-/kb/concepts"), "label": "Concept graph"},
             {"href": datasette.urls.path("/-/kb/similar"), "label": "Similar papers"},
-            {"href": datasette.urls.path("/-/kb/timeline"), "label": "Timeline"}]
+            {"href": datasette.urls.path("/-/kb/timeline"), "label": "Timeline"},
+            {"href": datasette.urls.path("/-/kb/completeness"), "label": "Completeness by source"}]
 
 
 async def _focus_paper(db, text: str | None):

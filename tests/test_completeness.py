@@ -108,3 +108,5 @@ async def test_completeness_page(ds):
     assert row.strip().endswith("<td>pubmed, icite</td>")
     missing = await ds.client.get("/-/kb/completeness?paper=pmid:99")
     assert missing.status_code == 404
+    home = await ds.client.get("/")
+    assert 'href="/-/kb/completeness"' in home.text        # in kb's menu
