@@ -167,8 +167,22 @@ class _Grower:
         return True
 
 
-def _ordered_ids(conn, where: str, params: dict, limit: int | None = None) -> list[str]:
-    sql = f"select p.id from papers p where 1 = 1{where} order by p.pagerank desc, p.id"
+def scan_sql(filters: dict, extra: str = "") -> tuple[str, dict]:
+    """("from ... where ..." over the papers passing the filters, parameters) for whole-table scans: driven by the
+    concept's papers when a concept is asked for (its index), not by every paper with a lookup each."""
+    rest = {k: v for k, v in filters.items() if k != "concept"}
+    cond, params = filter_sql(rest)
+    if filters.get("concept"):
+        params["concept"] = filters["concept"]
+        return (f"from paper_concepts pc0 join papers p on p.id = pc0.paper_id "
+                f"where pc0.concept_id = :concept{cond}{extra}", params)
+    return f"from papers p where 1 = 1{cond}{extra}", params
+
+
+def _ordered_ids(conn, filters: dict, extra: str = "", limit: int | None = None) -> list[str]:
+    """Ids of the papers passing the filters (and `extra`), the most central first."""
+    scan, params = scan_sql(filters, extra)
+    sql = f"select p.id {scan} order by p.pagerank desc, p.id"
     if limit is not None:
         sql += f" limit {int(limit)}"
     return [r[0] for r in conn.execute(sql, params)]
@@ -189,17 +203,20 @@ def _stubs_linked(conn, ids: list[str], cond: str, params: dict, minimum: int) -
 def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
     """The papers of the whole-KB view: every paper passing the filters when they fit, else a grown, connected set."""
     cond, params = filter_sql(filters)
-    total = conn.execute(f"select count(*) from papers p where 1 = 1{cond}", params).fetchone()[0]
+    scan, scan_params = scan_sql(filters)
+    total = conn.execute(f"select count(*) {scan}", scan_params).fetchone()[0]
     if total <= limit:
-        return {"ids": _ordered_ids(conn, cond, params), "total": total, "method": "all"}
+        return {"ids": _ordered_ids(conn, filters), "total": total, "method": "all"}
     grower = _Grower(conn, " and p.resolved = 1" + cond, params)
-    for seed in _ordered_ids(conn, " and p.is_seed = 1 and p.resolved = 1" + cond, params):
+    # the seeds by the is_seed index (ordering them in SQL would walk the whole pagerank index instead)
+    seeds = conn.execute(f"select p.id, p.pagerank from papers p where p.is_seed = 1 and p.resolved = 1{cond}",
+                         params).fetchall()
+    for seed, _rank in sorted(seeds, key=lambda r: (-(r[1] or 0), r[0])):
         if len(grower.order) < limit:
             grower.add(seed)
     if not grower.grow(limit):
         scanned = 0
-        for (node,) in conn.execute(f"select p.id from papers p where p.resolved = 1{cond} "
-                                    f"order by p.pagerank desc, p.id", params).fetchall():
+        for node in _ordered_ids(conn, filters, " and p.resolved = 1", (SCAN_FACTOR + 1) * limit):
             if node in grower.chosen:
                 continue
             scanned += 1
@@ -228,8 +245,7 @@ def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
     if not ids:
         # No citation links at all under these filters: the most central papers, so that something is drawn.
         have = set(ids)
-        for node in _ordered_ids(conn, cond + ("" if stubs == "all" else " and p.resolved = 1"), params,
-                                 limit + len(ids)):
+        for node in _ordered_ids(conn, filters, "" if stubs == "all" else " and p.resolved = 1", limit):
             if len(ids) >= limit:
                 break
             if node not in have:
@@ -310,12 +326,14 @@ def total_edges(conn, filters: dict, focus: str | None, ids_universe: list[str] 
         return conn.execute(
             """select count(*) from citations where citing_id in (select value from json_each(:ids))
                and cited_id in (select value from json_each(:ids))""", {"ids": json.dumps(ids_universe)}).fetchone()[0]
-    cond_p, params = filter_sql(filters, "p")
+    cond_p, _ = filter_sql(filters, "p")
     if not cond_p:
         return conn.execute("select count(*) from citations").fetchone()[0]
+    scan, params = scan_sql(filters)
     cond_q, _ = filter_sql(filters, "q")
-    return conn.execute(f"""select count(*) from citations c join papers p on p.id = c.citing_id
-                            join papers q on q.id = c.cited_id where 1 = 1{cond_p}{cond_q}""", params).fetchone()[0]
+    # from the citing papers that pass the filters (their citations are a primary-key prefix), to cited ones that do
+    return conn.execute(f"""select count(*) from citations c join papers q on q.id = c.cited_id
+                            where c.citing_id in (select p.id {scan}){cond_q}""", params).fetchone()[0]
 
 
 def focus_universe(conn, focus: str, filters: dict) -> list[str]:
