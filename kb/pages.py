@@ -96,11 +96,21 @@ def _shorten(text: str, limit: int) -> str:
     return (cut if len(cut) > limit * 0.6 else text[:limit]).rstrip(" ,;.") + "…"
 
 
+def _is_kb(datasette, database) -> bool:
+    """Whether `database` is the knowledge base kb serves (another attached database keeps Datasette's cells)."""
+    from .plugin import kb_database
+
+    try:
+        return kb_database(datasette).name == database
+    except Exception:
+        return False
+
+
 def render_cell(value, column, table, database, datasette):
     """Paper keys link to the paper's page; abstracts are shortened and JSON lists read as lists in tables."""
     if not isinstance(value, str) or datasette is None:
         return None
-    if column in PAPER_COLUMNS and table is None and PAPER_KEY_RE.match(value):
+    if column in PAPER_COLUMNS and table is None and PAPER_KEY_RE.match(value) and _is_kb(datasette, database):
         # Canned queries (table pages link foreign keys themselves).
         return Markup('<a class="kb-paper-link" href="{0}">{1}</a>').format(
             paper_url(datasette, database, value), value)

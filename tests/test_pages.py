@@ -15,6 +15,7 @@ import sqlite3
 from collections import Counter
 from html import unescape
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import quote, urlencode
 
 import pytest
@@ -118,6 +119,8 @@ def test_render_cell_links_only_paper_keys_and_escapes():
 
     class Fake:
         urls = Urls()
+        databases = {"_internal": SimpleNamespace(name="_internal", is_memory=True),
+                     "kb": SimpleNamespace(name="kb", is_memory=False)}
 
     link = pages.render_cell('pmid:1"><script>', "paper", None, "kb", Fake())
     assert "<script>" not in link and "&lt;script&gt;" in link
@@ -126,6 +129,7 @@ def test_render_cell_links_only_paper_keys_and_escapes():
     assert pages.render_cell("Some title", "paper", None, "kb", Fake()) is None   # not a key
     assert pages.render_cell("pmid:123", "title", None, "kb", Fake()) is None     # not a paper column
     assert pages.render_cell("pmid:123", "citing_id", "citations", "kb", Fake()) is None  # tables link FKs themselves
+    assert pages.render_cell("pmid:123", "paper", None, "other", Fake()) is None  # another attached database
 
 
 # ------------------------------------------------------------------------------------------------ identifiers
