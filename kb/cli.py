@@ -83,7 +83,8 @@ def cli():
               help="Also fetch the MeSH tree numbers of every descriptor of the harvested papers (db=mesh)")
 def fetch(identifiers, data_dir, depth, cited_by, max_papers, sources, email, api_key, offline, refresh, query,
           similar, mesh_trees):
-    """Harvest papers, their references and (with --cited-by) their citers from PubMed.
+    """Harvest papers, their references and (with --cited-by) their citers from PubMed and open citation
+    indexes (Europe PMC, OpenCitations, Crossref, iCite: see --sources).
 
     Start from identifiers (PMID, DOI, PMCID, URL), from a PubMed search (--query), or both."""
     from .harvest import harvest_command
@@ -118,11 +119,11 @@ def refs(file, data_dir, citing, match_paths, email, api_key, offline, refresh):
 def import_(files, data_dir, seeds):
     """Import PubMed XML (efetch output, baseline/update files, .gz) and MEDLINE text (.nbib)."""
     from .parse import import_command
+    from .seeds import check_identifiers, mark_seeds
 
+    check_identifiers(seeds)
     summary = import_command(files, data_dir=data_dir or DEFAULT_DATA_DIR)
     if seeds:
-        from .seeds import mark_seeds
-
         keys = mark_seeds(data_dir or DEFAULT_DATA_DIR, seeds, summary["outputs"])
         click.echo(f"Seed{'s' if len(keys) > 1 else ''}: {', '.join(keys)}")
 
@@ -190,11 +191,13 @@ class PortType(click.ParamType):
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every interface)")
 @click.option("--port", type=PortType(), default=8001, show_default=True, help="Port, 1-65535; 0 picks a free one")
 @click.option("--rebuild", is_flag=True, help="Rebuild the database even when it exists (or build a missing --db)")
-def serve(data_dir, db_path, host, port, rebuild):
+@click.option("--processes", type=click.IntRange(1, 16), default=1, show_default=True,
+              help="Server processes over the same database (one per core for many concurrent users)")
+def serve(data_dir, db_path, host, port, rebuild, processes):
     """Serve the knowledge base in Datasette, building it first when it is missing."""
     from .publish import serve_command
 
-    serve_command(data_dir=data_dir, db_path=db_path, host=host, port=port, rebuild=rebuild)
+    serve_command(data_dir=data_dir, db_path=db_path, host=host, port=port, rebuild=rebuild, processes=processes)
 
 
 @cli.group()
