@@ -10,9 +10,13 @@ Components and communities are numbered 1, 2, ... by size, largest first, ties b
 
 Per pair (paper_similarity, paper_a < paper_b): cocitations = papers citing both, coupling = references shared.
 Only pairs that share something are generated (grouped by citing / cited paper, vectorised); a paper with more
-than `max_fanout` references (or a reference cited by more than `max_fanout` papers) adds no pairs, and when more
-than `max_pairs` pairs remain only those sharing at least k items are kept (the smallest k that fits), which
-bounds the work on large KBs (both recorded in kb_meta: similarity_max_fanout, similarity_min_shared).
+than `max_fanout` references (or a reference cited by more than `max_fanout` papers) adds no pairs. Stubs take
+part like any paper (two papers citing the same reference-only work are coupled). The table is bounded per paper,
+not globally: a pair is kept when it is among the `per_paper` best (score = cocitations + coupling) of either of
+its papers (`per_stub` for a work known only from a reference list), so a paper people open keeps its most similar
+papers however many pairs the KB has (kb_meta: similarity_max_fanout, similarity_per_paper). A paper gets none
+only when nothing in the KB shares a reference or a citer with it (the default KB's seed: nothing else cites its
+five references and nothing cites it).
 
 Concept graph: concept_edges.papers = c_ab, the papers carrying both concepts; strength = N * c_ab / (w_a * w_b)
 (VOSviewer's association strength scaled by N, the resolved papers: observed over expected co-occurrences under
@@ -40,7 +44,8 @@ import numpy as np
 PAGERANK_ALPHA = 0.85
 COMMUNITY_SEED = 42
 MAX_FANOUT = 100
-MAX_PAIRS = 1_000_000
+SIMILAR_PER_PAPER = 10      # similar pairs kept per paper with its own record (its best ten)
+SIMILAR_PER_STUB = 3        # ... and per work known only from a reference list
 NX_LOUVAIN_MAX_EDGES = 200_000     # above this, kb.graph.louvain (same algorithm, ~10x faster) replaces networkx's
 
 
@@ -119,6 +124,32 @@ def similarity(n: int, src, dst, max_fanout: int = MAX_FANOUT):
     cocit[np.searchsorted(keys, cok)] = coc
     coupl[np.searchsorted(keys, cpk)] = cpl
     return keys, cocit, coupl
+
+
+def top_pairs(n: int, keys, score, stub, per_paper: int, per_stub: int) -> np.ndarray:
+    """Which pairs (keys a*n+b) are among the `per_paper` highest-scoring of a or of b (`per_stub` for a paper
+    flagged in `stub`); ties go to partners that are not stubs, then to the lower index. A boolean mask."""
+    keys = np.asarray(keys, dtype=np.int64)
+    m = len(keys)
+    if not m:
+        return np.zeros(0, dtype=bool)
+    a, b = keys // n, keys % n
+    node, other = np.concatenate([a, b]), np.concatenate([b, a])
+    score = np.asarray(score, dtype=np.int64)
+    top = int(score.max()) + 1
+    if float(n) * n * top * 2 < 2 ** 62:        # one int64 sort key: node, then -score, stub partner, partner
+        composite = ((node * top + (top - 1 - np.concatenate([score, score]))) * 2 + stub[other]) * n + other
+        order = np.argsort(composite)             # keys are unique: any sort gives the same order
+        del composite
+    else:                                       # pragma: no cover (tens of millions of papers)
+        order = np.lexsort((other, stub[other], -np.concatenate([score, score]), node))
+    node = node[order]
+    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
+    rank = np.arange(len(node)) - np.repeat(starts, np.diff(np.r_[starts, len(node)]))
+    chosen = order[rank < np.where(stub[node], per_stub, per_paper)]
+    keep = np.zeros(m, dtype=bool)
+    keep[chosen % m] = True
+    return keep
 
 
 def _sorted_unique(values) -> np.ndarray:
@@ -292,8 +323,8 @@ def hops(n: int, src, dst, seeds) -> list:
     return [None if x < 0 else x for x in dist.tolist()]
 
 
-def store_measures(db, *, max_fanout: int = MAX_FANOUT, max_pairs: int = MAX_PAIRS,
-                   seed: int = COMMUNITY_SEED) -> dict:
+def store_measures(db, *, max_fanout: int = MAX_FANOUT, per_paper: int = SIMILAR_PER_PAPER,
+                   per_stub: int = SIMILAR_PER_STUB, seed: int = COMMUNITY_SEED) -> dict:
     """Compute the per-paper measures and paper_similarity from the citations table and store them."""
     conn = _conn(db)
     ids, src, dst = _edge_arrays(conn)
@@ -326,14 +357,13 @@ def store_measures(db, *, max_fanout: int = MAX_FANOUT, max_pairs: int = MAX_PAI
          for i in range(n)))
 
     keys, cocit, coupl = similarity(n, src, dst, max_fanout)
-    # Bound the table: keep pairs sharing at least `min_shared` (the smallest threshold that fits max_pairs).
-    strongest = np.maximum(cocit, coupl)
-    min_shared = 1
-    while int((strongest >= min_shared).sum()) > max_pairs:
-        min_shared += 1
-    if min_shared > 1:
-        keep = strongest >= min_shared
-        keys, cocit, coupl = keys[keep], cocit[keep], coupl[keep]
+    # Bound the table per paper, not globally: a pair stays when it is among the best `per_paper` of either
+    # paper (best `per_stub` for a work known only from a reference list), so every paper keeps its best pairs.
+    stub = np.zeros(n, dtype=bool)
+    if n:
+        stub[[index[r[0]] for r in conn.execute("SELECT id FROM papers WHERE resolved = 0")]] = True
+    keep = top_pairs(n, keys, cocit + coupl, stub, per_paper, per_stub)
+    keys, cocit, coupl = keys[keep], cocit[keep], coupl[keep]
     a_idx = (keys // n).tolist() if n else []
     b_idx = (keys % n).tolist() if n else []
     conn.executemany(
@@ -341,7 +371,10 @@ def store_measures(db, *, max_fanout: int = MAX_FANOUT, max_pairs: int = MAX_PAI
         zip((ids[a] for a in a_idx), (ids[b] for b in b_idx), cocit.tolist(), coupl.tolist()))
     return {"similar_pairs": len(keys), "components": len(set(component.values())),
             "communities": len(communities), "community_method": method,
-            "similarity_max_fanout": max_fanout, "similarity_min_shared": min_shared}
+            "similarity_max_fanout": max_fanout,
+            "similarity_per_paper": f"the {per_paper} most similar papers of each paper with its own record and "
+                                    f"the {per_stub} of each work known only from a reference list (ties: papers "
+                                    f"with their own record first, then by id)"}
 
 
 def store_concept_graph(db) -> dict:

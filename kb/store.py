@@ -363,11 +363,11 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     for record in read_records(paths):
         reader.add(record)
     papers, remap = reader.merged()
-    if auto:                                  # concept nodes from the KB's own MeSH headings
-        lexicon = auto_lexicon(papers.values(), lexicon)
     reader.seeds.extend({"type": "seed", "id": seed_key(s, papers, remap)} for s in seeds)
     origins = reader.origins
     mesh.merge_into_lexicon(lexicon, reader.mesh)   # tree numbers of "mesh" records join the lexicon's table
+    if auto:                                  # concept nodes from the KB's own MeSH headings (trees rolled up)
+        lexicon = auto_lexicon(papers.values(), lexicon)
 
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)

@@ -100,7 +100,11 @@ def test_unresolved_reference_becomes_one_stub(db):
     key = stub_key(UNINDEXED)
     assert key == stub_key("1. " + UNINDEXED.upper())          # numbering and case do not change the key
     stub = db["papers"].get(key)
-    assert stub["resolved"] == 0 and stub["title"] == UNINDEXED
+    assert stub["resolved"] == 0
+    # what the reference text gives is parsed into the stub's fields
+    assert (stub["title"], stub["first_author"], stub["year"], stub["journal"], stub["volume"], stub["pages"]) == (
+        "Unindexed report on marrow signal", "Smith J", 1999, "Proc Fixture Soc", "1", "1-2")
+    assert stub["label"] == "Smith 1999" and stub["journal_id"] is None
     citers = sorted(r["citing_id"] for r in db.query("SELECT citing_id FROM citations WHERE cited_id = ?", [key]))
     assert citers == ["pmid:1", "pmid:2"]
     assert {r["resolved"] for r in db.query("SELECT resolved FROM citations WHERE cited_id = ?", [key])} == {0}
@@ -137,8 +141,11 @@ def test_fts_over_title_abstract_mesh_keywords(built, tmp_path):
     def search(q):
         return sorted(r["id"] for r in db["papers"].search(q, columns=["id"]))
     assert search("neuroblastoma") == ["pmid:2", "pmid:3"]          # title, abstract and MeSH
-    assert search("leukaemia") == ["pmid:1"]
-    assert search('"Magnetic Resonance Imaging"') == ["pmid:1"]
+    # the lexicon's synonyms of the concepts a paper carries are indexed: pmid:5 is about ALL (leukemia)
+    assert search("leukaemia") == ["pmid:1", "pmid:5"]
+    assert search("kato") == ["pmid:1"]                             # authors are indexed
+    assert search('"Magnetic Resonance Imaging"') == ["pmid:1", "pmid:4"]    # MeSH; pmid:4 carries the MRI concept
+    assert search("mesh_text:" + '"Magnetic Resonance Imaging"') == ["pmid:1"]
     with db.conn:
         db.execute("UPDATE papers SET title = 'zanzibar study' WHERE id = 'pmid:7'")   # triggers keep it in sync
     assert search("zanzibar") == ["pmid:7"]
