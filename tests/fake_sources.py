@@ -10,7 +10,7 @@ parameters and JSON (sample answers written for these tests):
 
 The truth is a fake_eutils Corpus (the same papers the fake E-utilities serve): each paper's ``refs``.
 ``coverage`` ({source: percent}) hides a deterministic share of edges from a source; ``closed`` DOIs
-have no open Crossref reference list (only the stated count). Faults: :meth:`FakeSources.fail` (429 with
+have no open Crossref reference list (only the stated count). Faults: :meth:`FakeSources.fail` (400, 429 with
 Retry-After, 500, 503, timeout, truncated or malformed JSON) for the next requests of a source, ``down``
 (a set of source names answering 503 to everything), ``hitcount_lie`` (Europe PMC counts more than it
 lists: paging past the end). Every request is logged with its arrival time and source.
@@ -39,7 +39,7 @@ PREFIX = {"europepmc": "/europepmc/webservices/rest/", "opencitations": "/openci
           "crossref": "/crossref/", "icite": "/icite/api/"}
 ENV = {"europepmc": "KB_EUROPEPMC_URL", "opencitations": "KB_OPENCITATIONS_URL", "crossref": "KB_CROSSREF_URL",
        "icite": "KB_ICITE_URL"}
-FAULTS = ("429", "500", "503", "timeout", "truncate", "malformed")
+FAULTS = ("400", "429", "500", "503", "timeout", "truncate", "malformed")
 
 
 def sources_corpus() -> Corpus:
@@ -300,6 +300,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(404, b"not found", "text/plain", entry)
         fault = fake._pick_fault(source)
         rel = unquote(url.path[len(PREFIX[source]):]) if source != "opencitations" else url.path[len(PREFIX[source]):]
+        if fault == "400":
+            return self._send(400, b'{"status":"error","message":"bad request"}', "application/json", entry)
         if fault in ("500", "503"):
             return self._send(int(fault), b"<html><body>Service unavailable</body></html>", "text/html", entry)
         if fault == "429":

@@ -266,3 +266,29 @@ def test_rate_limits_per_source(eutils, sources_env, tmp_path):
         # the whole run keeps the pace (a little slack for thread scheduling), and no two requests nearly at once
         assert times[-1] - times[0] >= (len(times) - 1) * interval - 0.05, name
         assert min(b - a for a, b in zip(times, times[1:])) >= 0.5 * interval, name
+
+
+def test_a_refused_request_fails_one_paper_not_the_source(eutils, sources_env, fast, tmp_path):
+    sources_env.fail("400", source="crossref")      # the first Crossref request: the seed's DOI
+    summary = run(eutils, tmp_path, ["europepmc", "crossref"], depth=2, cited_by=False)
+    cov = coverage(records(tmp_path))
+    assert cov[(SEED, "crossref")]["status"] == "failed" and "HTTP 400" in cov[(SEED, "crossref")]["message"]
+    assert cov[("pmid:30000002", "crossref")]["status"] == "ok"    # the source kept answering for the others
+    assert list(summary["source_errors"]) == ["crossref"]
+
+
+def test_offline_answers_from_the_cache(eutils, sources_env, fast, tmp_path):
+    asked = ["europepmc", "opencitations", "icite"]
+    run(eutils, tmp_path, asked, depth=1)
+    before = records(tmp_path)
+    n = sources_env.count()
+    offline = Eutils(tmp_path / "cache", base_url=eutils.base_url, offline=True)
+    summary = harvest(["30000001"], tmp_path, depth=1, cited_by=True, client=offline, sources=asked, offline=True)
+    assert sources_env.count() == n and summary["source_errors"] == {}
+    assert records(tmp_path) == before
+    # a source never asked: a cache miss fails that source in one line, nothing is sent
+    other = harvest(["30000001"], tmp_path, depth=1, cited_by=True, client=offline, sources=["crossref"],
+                    offline=True)
+    assert sources_env.count() == n
+    assert other["source_errors"]["crossref"] == ("not in the cache: crossref works/10.5555/kb.2011.0842; "
+                                                  "run without --offline")
