@@ -199,4 +199,7 @@ def test_timeline_draws(server, page):
     assert page.locator("#kb-timeline").get_attribute("data-series-drawn") == "5"
     assert page.locator("#kb-timeline .main-svg").count() >= 1
     assert "Leukemia" in page.locator("#kb-timeline").inner_text()
+    # Whole papers: integer ticks, each once (plotly's own choice for 0-2 papers would be 0, 0.5, 1, 1.5, 2).
+    ticks = [t.strip() for t in page.locator("#kb-timeline .ytick text").all_text_contents()]
+    assert ticks and all(t.isdigit() for t in ticks) and len(set(ticks)) == len(ticks), ticks
     assert_local_only(page)

@@ -152,3 +152,12 @@ def test_similarity_view(large_server, large_kb, page):  # noqa: F811
     assert state["nodes"] == 40 and state["edges"] >= 39
     assert "most similar to Kato 2011" in page.locator("#kb-status").inner_text()
     assert_local_only(page)
+
+
+def test_timeline_counts_whole_papers(large_server, page):  # noqa: F811
+    page.goto(large_server + "/-/kb/timeline")
+    page.wait_for_selector("#kb-timeline[data-series-drawn]", timeout=30000)
+    ticks = [t.strip().replace(",", "") for t in page.locator("#kb-timeline .ytick text").all_text_contents()]
+    assert len(ticks) >= 3 and all(re.fullmatch(r"\d+", t) for t in ticks), ticks   # no 0.5 papers
+    assert len(set(ticks)) == len(ticks)
+    assert_local_only(page)
