@@ -431,6 +431,12 @@
       if (finished) { return; }
       finished = true;
       network.setOptions({ physics: false });
+      if (!state.axis && data.nodes.length > 20) {
+        /* the force layout comes out round; the box is wide: stretch it sideways so that labels overlap less */
+        var stretch = Math.max(1, Math.min(1.8, box.clientWidth / Math.max(box.clientHeight, 1)));
+        var positions = network.getPositions();
+        Object.keys(positions).forEach(function (id) { network.moveNode(id, positions[id].x * stretch, positions[id].y); });
+      }
       network.fit({ animation: false });
       fitLabels();
       box.kbState = { layout: state.layout, nodes: data.nodes.length, more: (data.more || []).length, edges: citationEdges,
