@@ -380,14 +380,17 @@ def similar_layer(conn, ids: list[str], per_node: int = SIMILAR_PER_NODE) -> lis
     if _has_table(conn, "paper_similarity"):
         for a, b, co, cp in conn.execute(
                 """select paper_a, paper_b, cocitations, coupling from paper_similarity
-                   where paper_a in (select value from json_each(:ids)) and paper_b in (select value from json_each(:ids))""",
+                   where paper_a in (select value from json_each(:ids))
+                     and paper_b in (select value from json_each(:ids))""",
                 {"ids": ids_json}):
             key = tuple(sorted((a, b)))
-            found[key] = {"from": key[0], "to": key[1], "cocitations": co or 0, "coupling": cp or 0, "pubmed_rank": None}
+            found[key] = {"from": key[0], "to": key[1], "cocitations": co or 0, "coupling": cp or 0,
+                          "pubmed_rank": None}
     if _has_table(conn, "similar_articles"):
         for a, b, score, rank in conn.execute(
                 """select paper_id, similar_id, score, rank from similar_articles
-                   where paper_id in (select value from json_each(:ids)) and similar_id in (select value from json_each(:ids))""",
+                   where paper_id in (select value from json_each(:ids))
+                     and similar_id in (select value from json_each(:ids))""",
                 {"ids": ids_json}):
             if a == b:
                 continue
@@ -572,8 +575,9 @@ async def similar_json(datasette, db, filters: dict) -> dict:
     def compute(conn):
         target = paper
         if target is None:
-            row = conn.execute("select id from papers where is_seed = 1 order by pagerank desc, id limit 1").fetchone() \
-                or conn.execute("select id from papers where resolved = 1 order by pagerank desc, id limit 1").fetchone()
+            row = (conn.execute("select id from papers where is_seed = 1 order by pagerank desc, id limit 1").fetchone()
+                   or conn.execute("select id from papers where resolved = 1 order by pagerank desc, id limit 1")
+                   .fetchone())
             if row is None:
                 return "empty"
             target = row[0]

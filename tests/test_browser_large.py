@@ -79,7 +79,8 @@ def test_seed_view_draws_edges_and_labels(large_server, large_kb, page):  # noqa
     assert page.url == large_server + "/-/kb/citations"
     assert page.locator("#kb-details a[data-action=open]").get_attribute("href").endswith("/kb/papers/pmid~3A21547618")
     # Zoomed out, the labels keep their size on screen.
-    page.evaluate("() => { const n = document.getElementById('kb-graph').kbNetwork; n.moveTo({scale: n.getScale() / 2}); }")
+    page.evaluate("() => { const n = document.getElementById('kb-graph').kbNetwork; "
+                  "n.moveTo({scale: n.getScale() / 2}); }")
     page.wait_for_timeout(200)
     assert drawn(page)["labelPx"] >= 12
     # The arrows can be coloured by source, with a legend naming the sources.

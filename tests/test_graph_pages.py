@@ -62,7 +62,8 @@ async def test_seed_view_draws_a_linked_graph(ds, large_kb):  # noqa: F811
     conn = sqlite3.connect(large_kb.db)
     neighbours = {r[0] for r in conn.execute(
         """select p.id from papers p where p.resolved = 1 and p.id in (
-               select cited_id from citations where citing_id = :s union select citing_id from citations where cited_id = :s)""",
+               select cited_id from citations where citing_id = :s
+               union select citing_id from citations where cited_id = :s)""",
         {"s": large_kb.seed})}
     assert neighbours and neighbours <= {x["id"] for x in data["nodes"]}
     # readable labels on every paper with a full record; stubs are labelled from their reference text
