@@ -212,3 +212,19 @@ def test_labels():
         == "Smith 2014"
     assert graphview.paper_label(None, 1999, "Bone marrow imaging") == "Bone marrow imaging (1999)"
     assert graphview.paper_label("Kato M", 2011, stored="Kato 2011a") == "Kato 2011a"
+
+
+async def test_focus_caps_its_papers_with_a_count_box(ds, large_kb):  # noqa: F811
+    conn = sqlite3.connect(large_kb.db)
+    resolved = conn.execute(
+        """select count(*) from papers p where p.resolved = 1 and p.id in (
+               select cited_id from citations where citing_id = :p
+               union select citing_id from citations where cited_id = :p)""", {"p": large_kb.big}).fetchone()[0]
+    data = await get(ds, f"/-/kb/citations.json?limit=5&focus={large_kb.big}")
+    more = {m["kind"]: m for m in data["more"]}
+    assert len(data["nodes"]) == 5 and more["papers"]["count"] == resolved - 4
+    assert more["papers"]["label"] == f"+{resolved - 4} more papers"
+    # under a year filter the focus keeps only neighbours of those years, and their edges
+    years = await get(ds, f"/-/kb/citations.json?year_min=2000&focus={large_kb.big}")
+    assert years["nodes"][0]["id"] == large_kb.big
+    assert all(n["year"] >= 2000 for n in years["nodes"][1:]) and linked(years)[0] == len(years["nodes"])
