@@ -118,26 +118,28 @@ def resolve_paper(conn, text: str | None) -> str | None:
 
 
 class _Grower:
-    """Grows a set of papers along citation edges, best linked and most central first."""
+    """Grows a set of papers along citation edges: hop by hop, and within a hop the best linked and most central
+    first. With `leaves_last`, works known only from reference lists that one drawn paper cites (leaves) wait
+    until nothing else is left to reach."""
 
-    def __init__(self, conn, cond: str, params: dict):
-        self.conn, self.params = conn, params
+    def __init__(self, conn, cond: str, params: dict, leaves_last: bool = False):
+        self.conn, self.params, self.leaves_last = conn, params, leaves_last
         self.sql = f"""
-            select p.id, p.pagerank from citations c join papers p on p.id = c.cited_id
+            select p.id, p.pagerank, p.resolved from citations c join papers p on p.id = c.cited_id
             where c.citing_id = :node{cond}
             union
-            select p.id, p.pagerank from citations c join papers p on p.id = c.citing_id
+            select p.id, p.pagerank, p.resolved from citations c join papers p on p.id = c.citing_id
             where c.cited_id = :node{cond}"""
         self.order: list[str] = []
         self.chosen: set[str] = set()
         self.links: dict[str, int] = {}
         self.hop: dict[str, int] = {}
         self.heap: list[tuple] = []
-        self.adjacent: dict[str, list[tuple[str, float]]] = {}
+        self.adjacent: dict[str, list[tuple[str, float, int]]] = {}
 
-    def neighbours(self, node: str) -> list[tuple[str, float]]:
+    def neighbours(self, node: str) -> list[tuple[str, float, int]]:
         if node not in self.adjacent:
-            self.adjacent[node] = [(r[0], r[1] or 0.0) for r in
+            self.adjacent[node] = [(r[0], r[1] or 0.0, r[2]) for r in
                                    self.conn.execute(self.sql, dict(self.params, node=node))]
         return self.adjacent[node]
 
@@ -146,25 +148,43 @@ class _Grower:
             return
         self.order.append(node)
         self.chosen.add(node)
-        for other, rank in self.neighbours(node):
+        for other, rank, resolved in self.neighbours(node):
             if other in self.chosen:
                 continue
             # hops first (a paper keeps the hop at which it was first reached), then PageRank x links
             depth = self.hop.setdefault(other, hop + 1)
             links = self.links[other] = self.links.get(other, 0) + 1
-            heapq.heappush(self.heap, (depth, -rank * (1 + links), -links, other))
+            leaf = 1 if self.leaves_last and not resolved and links < 2 else 0
+            heapq.heappush(self.heap, (leaf, depth, -rank * (1 + links), -links, other))
 
     def grow(self, limit: int) -> bool:
         """Add the best frontier paper until `limit` papers are chosen; False when the frontier runs dry first."""
         while len(self.order) < limit:
             while self.heap:
-                depth, _score, neg_links, node = heapq.heappop(self.heap)
+                _leaf, depth, _score, neg_links, node = heapq.heappop(self.heap)
                 if node not in self.chosen and self.links[node] == -neg_links:
                     break
             else:
                 return False
             self.add(node, depth)
         return True
+
+    def fill(self, conn, filters: dict, limit: int):
+        """Grow to `limit`; when a component runs dry, restart from the most central paper with a full record
+        that has a link (looking at a bounded number of them)."""
+        if self.grow(limit):
+            return
+        scanned = 0
+        for node in _ordered_ids(conn, filters, " and p.resolved = 1", (SCAN_FACTOR + 1) * limit):
+            if node in self.chosen:
+                continue
+            scanned += 1
+            if scanned > SCAN_FACTOR * limit:
+                return
+            if self.neighbours(node):
+                self.add(node)
+                if self.grow(limit):
+                    return
 
 
 def scan_sql(filters: dict, extra: str = "") -> tuple[str, dict]:
@@ -214,33 +234,27 @@ def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
     for seed, _rank in sorted(seeds, key=lambda r: (-(r[1] or 0), r[0])):
         if len(grower.order) < limit:
             grower.add(seed)
-    if not grower.grow(limit):
-        scanned = 0
-        for node in _ordered_ids(conn, filters, " and p.resolved = 1", (SCAN_FACTOR + 1) * limit):
-            if node in grower.chosen:
-                continue
-            scanned += 1
-            if scanned > SCAN_FACTOR * limit:
-                break
-            if grower.neighbours(node):
-                grower.add(node)
-                if grower.grow(limit):
-                    break
+    grower.fill(conn, filters, limit)
     order = grower.order
+    if len(order) < limit and stubs != "hide":
+        # Too few citations among papers with full records (a KB imported from MEDLINE files is like that: its
+        # papers cite works known only from their reference lists): grow on through those works too, so that
+        # papers citing the same works are drawn together, with the works they share.
+        through = _Grower(conn, cond, params, leaves_last=True)
+        for node in order:
+            through.add(node)
+        through.fill(conn, filters, limit)
+        order = through.order
     shown_stubs: list[str] = []
-    if stubs != "hide":
+    if stubs != "hide" and order is grower.order:
+        # The papers with full records filled the drawing: give the last-grown (least central) ones' places to
+        # works that several drawn papers cite; every prefix of the growth order stays linked, since each paper
+        # joined through an earlier one.
         minimum = 1 if stubs == "all" else 2
         share = limit // 2 if stubs == "all" else limit // SHARED_SHARE
-        if len(order) >= limit:
-            # Give the last-grown (least central) papers' places to works that several drawn papers cite; every
-            # prefix of the growth order stays linked, since each paper joined through an earlier one.
-            room = min(share, len(_stubs_linked(conn, order, cond, params, minimum)))
-            order = order[:limit - room]
-            linked = _stubs_linked(conn, order, cond, params, minimum)
-        else:
-            # The resolved papers ran out: works cited by the drawn papers fill the room, most shared first.
-            linked = _stubs_linked(conn, order, cond, params, 1)
-        shown_stubs = [s for s, _n in linked][:limit - len(order)]
+        room = min(share, len(_stubs_linked(conn, order, cond, params, minimum)))
+        order = order[:limit - room]
+        shown_stubs = [s for s, _n in _stubs_linked(conn, order, cond, params, minimum)][:limit - len(order)]
     ids = order + shown_stubs
     if not ids:
         # No citation links at all under these filters: the most central papers, so that something is drawn.

@@ -228,3 +228,32 @@ async def test_focus_caps_its_papers_with_a_count_box(ds, large_kb):  # noqa: F8
     years = await get(ds, f"/-/kb/citations.json?year_min=2000&focus={large_kb.big}")
     assert years["nodes"][0]["id"] == large_kb.big
     assert all(n["year"] >= 2000 for n in years["nodes"][1:]) and linked(years)[0] == len(years["nodes"])
+
+
+async def test_kb_whose_papers_only_cite_reference_only_works(tmp_path):
+    """Like a KB imported from MEDLINE files: papers with full records never cite each other, only works known
+    from their reference lists. The graph grows through the works they share instead of drawing lone dots."""
+    import random
+
+    from kb.records import provenance, write_records
+    from kb.store import build
+
+    rng = random.Random(5)
+    pool = [f"Author{i} A, Other B. Shared work number {i}. J Test. {1980 + i % 30};{i % 50 + 1}:{i}-{i + 9}."
+            for i in range(800)]
+    papers = [{"type": "paper", "pmid": str(100 + n), "title": f"Paper {n} on bone marrow MRI", "year": 1995 + n % 20,
+               "authors": [{"last": f"Writer{n}", "initials": "Q"}], "journal": {"title": "J Test"},
+               "references": [{"citation": raw} for raw in rng.sample(pool[:200] if n % 2 else pool, 10)],
+               "provenance": provenance("pubmed")} for n in range(300)]
+    write_records(tmp_path / "records.jsonl", papers)
+    build([tmp_path / "records.jsonl"], tmp_path / "kb.db")
+    datasette = make_datasette(tmp_path / "kb.db")
+    await datasette.invoke_startup()
+    data = (await datasette.client.get("/-/kb/citations.json")).json()
+    assert data["total"] > 900 and data["method"] == "grown" and len(data["nodes"]) == 150
+    touched, n = linked(data)
+    assert touched == n and len(data["edges"]) >= n - 1
+    resolved = [x for x in data["nodes"] if x["resolved"]]
+    assert len(resolved) >= 10            # several papers, joined by the works they cite in common
+    hidden = (await datasette.client.get("/-/kb/citations.json?stubs=hide")).json()
+    assert all(x["resolved"] for x in hidden["nodes"]) and not hidden["edges"]   # honest: nothing links them
