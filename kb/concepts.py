@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ParseError
+from .errors import KbError, ParseError
 
 EVIDENCE_KINDS = ("mesh-major", "mesh-minor", "title", "keyword", "abstract")
 DEFAULT_WEIGHTS = {"mesh-major": 1.0, "mesh-minor": 0.7, "title": 0.9, "keyword": 0.8, "abstract": 0.5}
@@ -540,6 +540,9 @@ def auto_lexicon(papers, base: Lexicon, top: int = AUTO_CONCEPTS) -> Lexicon:
             continue
         chosen.append(key)
 
+    if not chosen:
+        raise KbError("--concepts auto: the records carry no MeSH headings to make concepts from (check tags "
+                      "aside); build with the shipped lexicon or your own (--concepts FILE)")
     concepts, ids = [], set()
     for key in chosen:
         name, ui, numbers = names[key], ui_of[key], trees[key]

@@ -134,16 +134,23 @@ def top_pairs(n: int, keys, score, stub, per_paper: int, per_stub: int) -> np.nd
     if not m:
         return np.zeros(0, dtype=bool)
     a, b = keys // n, keys % n
-    node, other = np.concatenate([a, b]), np.concatenate([b, a])
     score = np.asarray(score, dtype=np.int64)
     top = int(score.max()) + 1
-    if float(n) * n * top * 2 < 2 ** 62:        # one int64 sort key: node, then -score, stub partner, partner
-        composite = ((node * top + (top - 1 - np.concatenate([score, score]))) * 2 + stub[other]) * n + other
+    if float(n) * n * top * 2 < 2 ** 62:
+        # One int64 sort key per direction of each pair: node, then -score, a stub partner last, partner index
+        # (built in place, two directions in one array, to keep memory at a few arrays of pairs).
+        composite = np.empty(2 * m, dtype=np.int64)
+        rest = top - 1 - score
+        composite[:m] = ((a * top + rest) * 2 + stub[b]) * n + b
+        composite[m:] = ((b * top + rest) * 2 + stub[a]) * n + a
+        del a, b, rest
         order = np.argsort(composite)             # keys are unique: any sort gives the same order
+        node = composite[order] // (n * 2 * top)
         del composite
-    else:                                       # pragma: no cover (tens of millions of papers)
+    else:                                         # pragma: no cover (tens of millions of papers)
+        node, other = np.concatenate([a, b]), np.concatenate([b, a])
         order = np.lexsort((other, stub[other], -np.concatenate([score, score]), node))
-    node = node[order]
+        node = node[order]
     starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
     rank = np.arange(len(node)) - np.repeat(starts, np.diff(np.r_[starts, len(node)]))
     chosen = order[rank < np.where(stub[node], per_stub, per_paper)]

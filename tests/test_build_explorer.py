@@ -319,6 +319,15 @@ def test_build_concepts_auto(tmp_path):
     assert meta["lexicon"] == "auto (top 30 MeSH descriptors)" and len(meta["lexicon_sha256"]) == 64
 
 
+def test_concepts_auto_without_mesh_is_one_line(tmp_path):
+    write_records(tmp_path / "p.jsonl", [paper(1, "No headings", 2001, mesh=[HUMANS])])
+    result = CliRunner().invoke(cli, ["build", "--data", str(tmp_path), "--db", str(tmp_path / "kb.db"),
+                                      "--concepts", "auto"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: --concepts auto: the records carry no MeSH")
+    assert not (tmp_path / "kb.db").exists()
+
+
 def test_auto_concepts_and_new_columns_are_deterministic(tmp_path):
     recs = auto_records() + [r for r in records() if r["type"] == "paper"]
     write_records(tmp_path / "p.jsonl", recs)
