@@ -8,6 +8,12 @@ the figures; the first request of each endpoint is reported apart ("first") sinc
 cache. Target: p95 < 150 ms for each.
 
     .venv/bin/python benchmarks/bench_serve.py --db /tmp/bench/bench.db [--requests 40] [--clients 1]
+        [--load-clients 20 --load-seconds 30] [--processes 2] [--skip-endpoints]
+
+--load-clients N adds a load test: N concurrent clients, each with its own keep-alive connection, request paths
+drawn at random from every endpoint above for --load-seconds; it prints throughput, p50/p95/max over all requests
+and p95 per endpoint under that load, and counts errors (non-200 answers, timeouts, refused connections).
+--processes N serves with `kb serve --processes N` (N server processes over the same immutable file).
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import os
 import random
 import re
 import sqlite3
@@ -89,7 +96,7 @@ def endpoints(db: Path, n: int, seed: int = 7) -> dict[str, list[str]]:
                       "concept_a": concepts[i % len(concepts)], "concept_b": concepts[(i + 1) % len(concepts)],
                       "from_paper": papers[i], "to_paper": cited[i % len(cited)] if i % 2 else others[i],
                       "max_steps": ""}
-            params = {p: values[p] for p in dict.fromkeys(re.findall(r":(\w+)", query["sql"]))}
+            params = {p: values.get(p, "") for p in dict.fromkeys(re.findall(r":(\w+)", query["sql"]))}
             paths.append(f"/{name}/{qname}.json?_shape=objects&" + urlencode(params))
         out[f"canned: {qname}"] = paths
     return out
@@ -109,11 +116,96 @@ def pct(values, q):
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def server_cpu_seconds(port: int) -> float | None:
+    """CPU seconds used so far by the `kb serve` listening on `port` and its worker processes (Linux /proc):
+    steadier than latency when other work shares the machine."""
+    clk = os.sysconf("SC_CLK_TCK")
+    stats = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+            fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(d.name)] = (cmd, int(fields[1]), (int(fields[11]) + int(fields[12])) / clk)
+    roots = {pid for pid, (cmd, _, _) in stats.items() if b"serve" in cmd and str(port).encode() in cmd}
+    if not roots:
+        return None
+    tree = set(roots)
+    while True:
+        more = {pid for pid, (_, ppid, _) in stats.items() if ppid in tree} - tree
+        if not more:
+            break
+        tree |= more
+    return sum(stats[pid][2] for pid in tree)
+
+
+def load_test(port: int, plan: dict[str, list[str]], clients: int, seconds: float, seed: int = 11) -> int:
+    """`clients` threads issue requests drawn from every endpoint for `seconds`; prints the figures, returns errors."""
+    pool = [(label, path) for label, paths in plan.items() for path in paths]
+    results: list[tuple[str, float, int]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(k):
+        rng = random.Random(seed + k)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        while time.monotonic() < stop:
+            label, path = rng.choice(pool)
+            try:
+                ms, st = timed_get(conn, path)
+            except (OSError, http.client.HTTPException) as exc:
+                with lock:
+                    errors.append(f"{label}: {type(exc).__name__}")
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+                continue
+            with lock:
+                results.append((label, ms, st))
+        conn.close()
+
+    cpu0 = server_cpu_seconds(port)
+    t = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    elapsed = time.perf_counter() - t
+    cpu1 = server_cpu_seconds(port)
+    times = sorted(ms for _, ms, _ in results)
+    bad = [st for _, _, st in results if st != 200]
+    print(f"\nload: {clients} concurrent clients for {elapsed:.1f}s, requests drawn from every endpoint: "
+          f"{len(results):,} answered ({len(results) / elapsed:.0f}/s), {len(bad)} non-200, {len(errors)} failed; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    if cpu0 is not None and cpu1 is not None and results:
+        print(f"  server CPU: {cpu1 - cpu0:.1f} s in {elapsed:.1f} s ({(cpu1 - cpu0) / elapsed:.2f} cores busy), "
+              f"{(cpu1 - cpu0) / len(results) * 1000:.1f} ms per request")
+    if times:
+        print(f"  all requests: p50 {pct(times, 50):.0f} ms, p95 {pct(times, 95):.0f} ms, max {times[-1]:.0f} ms "
+              f"(target p95 < 400 ms)")
+        print(f"  {'endpoint':38} {'n':>5} {'p50':>8} {'p95':>8}  ms")
+        for label in plan:
+            ts = sorted(ms for lb, ms, _ in results if lb == label)
+            if ts:
+                print(f"  {label:38} {len(ts):5d} {pct(ts, 50):8.1f} {pct(ts, 95):8.1f}")
+    for e in sorted(set(errors))[:10]:
+        print(f"  error: {e}")
+    return len(bad) + len(errors)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--db", type=Path, required=True, help="knowledge base to serve (e.g. DIR/bench.db of bench_build)")
     ap.add_argument("--requests", type=int, default=40, help="requests per endpoint")
     ap.add_argument("--clients", type=int, default=1, help="concurrent clients per endpoint")
+    ap.add_argument("--load-clients", type=int, default=0, help="then a mixed load test with this many clients")
+    ap.add_argument("--load-seconds", type=float, default=30.0, help="duration of the load test")
+    ap.add_argument("--processes", type=int, default=1, help="server processes (kb serve --processes)")
+    ap.add_argument("--skip-endpoints", action="store_true", help="only the load test")
     args = ap.parse_args()
     if not args.db.is_file():
         sys.exit(f"no database at {args.db}: run benchmarks/bench_build.py --keep DIR first")
@@ -123,14 +215,16 @@ def main():
     conn.close()
     t = time.perf_counter()
     server = contextlib.ExitStack()
-    _, port = server.enter_context(kb_serve(args.db, cwd=ROOT, timeout=120))
-    print(f"kb serve answered after {time.perf_counter() - t:.1f}s; {args.requests} requests per endpoint, "
-          f"{args.clients} client(s)")
+    extra = ("--processes", str(args.processes)) if args.processes != 1 else ()
+    _, port = server.enter_context(kb_serve(args.db, *extra, cwd=ROOT, timeout=300))
+    print(f"kb serve ({args.processes} process{'es' if args.processes > 1 else ''}) answered after "
+          f"{time.perf_counter() - t:.1f}s; {args.requests} requests per endpoint, {args.clients} client(s); "
+          f"load average {os.getloadavg()[0]:.1f}")
     plan = endpoints(args.db, args.requests)
     failures = 0
     try:
         print(f"{'endpoint':38} {'first':>8} {'p50':>8} {'p95':>8} {'max':>8}  ms")
-        for label, paths in plan.items():
+        for label, paths in ({} if args.skip_endpoints else plan).items():
             first_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             first, status = timed_get(first_conn, paths[0])
             first_conn.close()
@@ -159,6 +253,8 @@ def main():
             flag = "" if p95 < TARGET_MS else "  <-- over target"
             print(f"{label:38} {first:8.1f} {pct(times, 50):8.1f} {p95:8.1f} {times[-1]:8.1f}{flag}"
                   + (f"  ({len(bad)} non-200: {sorted(set(bad))})" if bad else ""))
+        if args.load_clients:
+            failures += load_test(port, plan, args.load_clients, args.load_seconds)
     finally:
         server.close()
     print(f"target: p95 < {TARGET_MS:.0f} ms per endpoint; {failures} failed requests")

@@ -23,6 +23,7 @@ from datasette.utils.asgi import NotFound, Response
 from markupsafe import Markup
 
 from . import completeness  # the citation sources' completeness page
+from . import facetpass  # every facet of a page from one query
 from . import graphview
 from . import pages  # the explorer's pages: paper, concept, search
 
@@ -658,15 +659,30 @@ class CachedFacetMixin:
     without Datasette's facet time limit (once per process: `kb serve` does it before it starts listening).
     """
 
-    async def counted_rows(self, sql: str) -> list[tuple]:
+    def _facet_key(self, db, sql: str) -> tuple:
+        params = self.params if isinstance(self.params, dict) else list(self.params or [])
+        return (id(db), self.database, sql, json.dumps(params, sort_keys=True, default=str))
+
+    async def counted_rows(self, sql: str, all_facets: bool = False) -> list[tuple]:
         db = self.ds.get_database(self.database)
         params = self.params if isinstance(self.params, dict) else list(self.params or [])
         unfiltered = not params and " where " not in self.sql.lower()
         limit = UNFILTERED_FACET_LIMIT_MS if unfiltered else self.ds.setting("facet_time_limit_ms")
-        key = (id(db), self.database, sql, json.dumps(params, sort_keys=True, default=str))
+        key = self._facet_key(db, sql)
         if not db.is_mutable and key in _facet_cache:
             _facet_cache.move_to_end(key)
             return _facet_cache[key]
+        if all_facets and not db.is_mutable:
+            # kb/facetpass.py: one query for every facet of the page (a search is then run once, not per facet)
+            def store(facet_sql, rows):
+                _facet_cache[self._facet_key(db, facet_sql)] = rows
+
+            if await facetpass.count_all(self, [CachedColumnFacet, ListFacet], limit,
+                                         lambda facet_sql: self._facet_key(db, facet_sql) in _facet_cache, store):
+                while len(_facet_cache) > _CACHE_SIZE:
+                    _facet_cache.popitem(last=False)
+                if key in _facet_cache:
+                    return _facet_cache[key]
         result = await self.ds.execute(self.database, sql, self.params, truncate=False, custom_time_limit=limit)
         rows = [(r["value"], r["count"]) for r in result.rows]
         if not db.is_mutable:
@@ -686,7 +702,7 @@ class CachedFacetMixin:
             config = source_and_config["config"]
             column = config.get("column") or config["simple"]
             try:
-                rows = await self.counted_rows(self.facet_sql(escape_sqlite(column), facet_size + 1))
+                rows = await self.counted_rows(self.facet_sql(escape_sqlite(column), facet_size + 1), all_facets=True)
             except QueryInterrupted:
                 facets_timed_out.append(column)
                 continue
@@ -716,6 +732,7 @@ class CachedColumnFacet(CachedFacetMixin, ColumnFacet):
     """Datasette's column facet (foreign keys shown by their labels), cached. In metadata.yml: ``- kb_column: col``."""
 
     type = "kb_column"
+    kind = "column"  # kb/facetpass.py counts it like facet_sql below
 
     def facet_sql(self, col: str, limit: int) -> str:
         return (f"select {col} as value, count(*) as count from ({self.sql}) where {col} is not null "
@@ -740,6 +757,7 @@ class ListFacet(CachedFacetMixin, ArrayFacet):
     """
 
     type = "kb_list"
+    kind = "list"  # kb/facetpass.py counts it like facet_sql below
 
     def facet_sql(self, col: str, limit: int) -> str:
         return (f"select j.value as value, count(*) as count from ({self.sql}) as kb_rows, "

@@ -151,10 +151,12 @@ def make_datasette(db_path: str | Path, *, metadata: dict | None = None, setting
 
 async def warm_up(ds) -> list[tuple[str, int]]:
     """Compute once what every visitor would otherwise wait for: the unfiltered papers facets, the concept
-    graph and the timeline (kb's plugin keeps them for the life of the process, the database being immutable)."""
+    graph, the timeline and the citation graph's default view (kb's plugin keeps them for the life of the process,
+    the database being immutable)."""
     name = next(n for n, db in ds.databases.items() if n != "_internal" and not db.is_memory)
     statuses = []
-    for path in (f"/{name}/papers.json?_size=0", "/-/kb/concepts.json", "/-/kb/timeline.json"):
+    for path in (f"/{name}/papers.json?_size=0", "/-/kb/concepts.json", "/-/kb/timeline.json",
+                 "/-/kb/citations.json"):  # the citation graph page's default view: seconds at 100,000 papers
         response = await ds.client.get(path)
         statuses.append((path, response.status_code))
     return statuses
@@ -215,7 +217,7 @@ def _stale(db_path: Path, data_dir) -> str | None:
 
 
 def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: int = 8001,
-                  rebuild: bool = False) -> None:
+                  rebuild: bool = False, processes: int = 1) -> None:
     """Serve the knowledge base with Datasette. With no database given, ./kb.db is built first when missing
     (from --data, ./kb-data or the embedded default); a database given that does not exist is an error, unless
     --rebuild asks to build it there. Paths and the address are checked before anything is built or created."""
@@ -247,12 +249,21 @@ def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: in
         rebuild = True
     if rebuild:
         build_command(data_dir=data_dir, db_path=db_path, lexicon=None)
-    ds = make_datasette(db_path)
-    asyncio.run(ds.invoke_startup())
-    asyncio.run(warm_up(ds))
+    if processes > 1:  # kb/serve_pool.py: each worker process builds and warms up its own Datasette
+        make_datasette(db_path)  # fail here, with one line, on a bad database or metadata
+    else:
+        ds = make_datasette(db_path)
+        asyncio.run(ds.invoke_startup())
+        asyncio.run(warm_up(ds))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     shown = f"[{shown}]" if ":" in shown else shown
     click.echo(f"Serving {db_path} read-only at http://{shown}:{port}/  (Ctrl-C to stop)", err=True)
     click.echo(f"  graphs: http://{shown}:{port}/-/kb/citations  http://{shown}:{port}/-/kb/concepts"
                f"  http://{shown}:{port}/-/kb/timeline", err=True)
+    if processes > 1:
+        from .serve_pool import serve_processes
+
+        click.echo(f"  {processes} server processes (each warms up before it accepts connections)", err=True)
+        serve_processes(db_path, host, port, processes)
+        return
     uvicorn.run(ds.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)

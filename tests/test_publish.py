@@ -708,8 +708,9 @@ async def test_warm_up_fills_the_caches(db_path):
     plugin._aggregate_cache.clear()
     datasette = make_datasette(db_path)
     await datasette.invoke_startup()
-    assert [status for _, status in await warm_up(datasette)] == [200, 200, 200]
-    assert len(plugin._facet_cache) == 8 and len(plugin._aggregate_cache) == 2
+    assert [status for _, status in await warm_up(datasette)] == [200, 200, 200, 200]
+    # facets, concept graph, timeline, the citation graph's default view
+    assert len(plugin._facet_cache) == 8 and len(plugin._aggregate_cache) == 3
     # the HTML page of the whole table reuses the warmed counts: no facet query runs
     before = dict(plugin._facet_cache)
     assert (await datasette.client.get("/kb/papers")).status_code == 200
