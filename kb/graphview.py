@@ -187,6 +187,52 @@ class _Grower:
                     return
 
 
+class _CouplingGrower(_Grower):
+    """Grows over papers with full records that cite the same reference-only works (bibliographic coupling through
+    the works of the reference lists), for knowledge bases whose papers seldom cite each other."""
+
+    def __init__(self, conn, filters: dict):
+        cond_p, params = filter_sql(filters, "p")
+        cond_s, _ = filter_sql(filters, "s")
+        super().__init__(conn, "", params)
+        self.sql = f"""
+            select p.id, p.pagerank, 1, count(*) from citations c1 join papers s on s.id = c1.cited_id
+            join citations c2 on c2.cited_id = c1.cited_id join papers p on p.id = c2.citing_id
+            where c1.citing_id = :node and s.resolved = 0{cond_s} and c2.citing_id != :node
+              and p.resolved = 1{cond_p}
+            group by p.id"""
+
+
+def _hidden_stubs(conn, ids: list[str], shown: list[str], cond: str, params: dict) -> list[tuple[str, int]]:
+    """(paper, how many reference-only works it cites that are not drawn) for the papers `ids`."""
+    rows = conn.execute(
+        f"""select c.citing_id, count(*) from citations c join papers p on p.id = c.cited_id
+            where c.citing_id in (select value from json_each(:ids)) and p.resolved = 0{cond}
+              and c.cited_id not in (select value from json_each(:shown))
+            group by c.citing_id order by c.citing_id""",
+        dict(params, ids=json.dumps(ids), shown=json.dumps(shown))).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+def _with_boxes(conn, order: list[str], limit: int, cond: str, params: dict) -> tuple[list[str], list[dict]]:
+    """The longest prefix of `order` that fits in `limit` nodes with the works two or more of its papers cite and
+    one "+N" box per paper for the rest of its reference-only works; (ids, boxes). When every work they cite fits,
+    all are drawn and there are no boxes."""
+    cited = _stubs_linked(conn, order, cond, params, 1)
+    if len(order) + len(cited) <= limit:
+        return order + [s for s, _n in cited], []      # room for every one of them: no boxes needed
+    n = len(order)
+    while True:
+        shared = [s for s, _n in _stubs_linked(conn, order[:n], cond, params, 2)]
+        hidden = _hidden_stubs(conn, order[:n], shared, cond, params)
+        size = n + len(shared) + len(hidden)
+        if size <= limit or n <= 1:
+            break
+        n -= max(1, (size - limit) // 3)
+    boxes = [{"id": "more:" + paper, "count": count, "kind": "stubs", "of": paper} for paper, count in hidden]
+    return order[:n] + shared[:max(limit - n, 0)], boxes
+
+
 def scan_sql(filters: dict, extra: str = "") -> tuple[str, dict]:
     """("from ... where ..." over the papers passing the filters, parameters) for whole-table scans: driven by the
     concept's papers when a concept is asked for (its index), not by every paper with a lookup each."""
@@ -236,15 +282,18 @@ def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
             grower.add(seed)
     grower.fill(conn, filters, limit)
     order = grower.order
+    more: list[dict] = []
     if len(order) < limit and stubs != "hide":
         # Too few citations among papers with full records (a KB imported from MEDLINE files is like that: its
-        # papers cite works known only from their reference lists): grow on through those works too, so that
-        # papers citing the same works are drawn together, with the works they share.
-        through = _Grower(conn, cond, params, leaves_last=True)
+        # papers cite works known only from their reference lists): grow on over the papers that cite the same
+        # works; draw the works two or more of them cite, and each paper's other ones as one "+N" box.
+        coupled = _CouplingGrower(conn, filters)
         for node in order:
-            through.add(node)
-        through.fill(conn, filters, limit)
-        order = through.order
+            coupled.add(node)
+        coupled.fill(conn, filters, limit)
+        if len(coupled.order) > len(order):
+            ids, more = _with_boxes(conn, coupled.order, limit, cond, params)
+            return {"ids": ids, "total": total, "method": "grown", "more": more}
     shown_stubs: list[str] = []
     if stubs != "hide" and order is grower.order:
         # The papers with full records filled the drawing: give the last-grown (least central) ones' places to
@@ -257,15 +306,14 @@ def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
         shown_stubs = [s for s, _n in _stubs_linked(conn, order, cond, params, minimum)][:limit - len(order)]
     ids = order + shown_stubs
     if not ids:
-        # No citation links at all under these filters: the most central papers, so that something is drawn.
-        have = set(ids)
-        for node in _ordered_ids(conn, filters, "" if stubs == "all" else " and p.resolved = 1", limit):
-            if len(ids) >= limit:
-                break
-            if node not in have:
-                ids.append(node)
-                have.add(node)
-    return {"ids": ids, "total": total, "method": "grown"}
+        # No citation links at all under these filters: the most central papers (each with a box for its
+        # reference-only works), so that something is drawn.
+        ids = _ordered_ids(conn, filters, " and p.resolved = 1", limit)
+        if stubs != "hide":
+            ids, more = _with_boxes(conn, ids, limit, cond, params)
+        if not ids:
+            ids = _ordered_ids(conn, filters, "", limit)
+    return {"ids": ids, "total": total, "method": "grown", "more": more}
 
 
 def focus_view(conn, focus: str, filters: dict, limit: int, stubs: str = "shared", hops: int = 1) -> dict:
@@ -557,10 +605,15 @@ async def citation_json(datasette, db, filters: dict) -> dict:
         nodes = head + sorted((n for n in nodes if n["id"] != focus), key=lambda n: (-n["pagerank"], n["id"]))
     more = []
     for m in view.get("more") or []:
-        text = (f"+{m['count']} reference-only work{'s' if m['count'] != 1 else ''}" if m["kind"] == "stubs"
-                else f"+{m['count']} more paper{'s' if m['count'] != 1 else ''}")
-        more.append({"id": m["id"], "label": text, "count": m["count"], "kind": m["kind"], "of": focus,
-                     "url": urls["row"](focus)})
+        if m["kind"] == "papers":
+            text = f"+{m['count']} more paper{'s' if m['count'] != 1 else ''}"
+        elif focus is not None:
+            text = f"+{m['count']} reference-only work{'s' if m['count'] != 1 else ''}"
+        else:
+            text = f"+{m['count']} ref{'s' if m['count'] != 1 else ''}"
+        of = m.get("of") or focus
+        more.append({"id": m["id"], "label": text, "count": m["count"], "kind": m["kind"], "of": of,
+                     "url": urls["row"](of), "focus_url": urls["focus"](of)})
     sources = {}
     for e in edges:
         for s in e["sources"]:

@@ -166,10 +166,13 @@
       details.appendChild(el("p", { "class": "kb-details-label" }, n.label));
       var of = byId[n.of];
       details.appendChild(el("p", {}, n.kind === "stubs" ?
-        plural(n.count, "work") + " cited by " + (of ? of.label : n.of) + " known only from its reference list, not drawn one by one." :
+        plural(n.count, "work") + " cited by " + (of ? of.label : n.of) + ", known only from reference lists, not drawn one by one." :
         plural(n.count, "more paper") + " linked to " + (of ? of.label : n.of) + " beyond the number of papers shown."));
-      details.appendChild(actions([["Show them all", withParams(window.location.href, n.kind === "stubs" ? { stubs: "all" } : { limit: "500" }), "expand"],
-                                   ["List them on the paper page", n.url, "open"]]));
+      if (state.data.focus) {
+        details.appendChild(actions([["Show them all", moreTarget(n), "expand"], ["List them on the paper page", n.url, "open"]]));
+      } else {
+        details.appendChild(actions([["Focus on " + (of ? of.label : n.of), n.focus_url, "focus"], ["Open paper page", n.url, "open"]]));
+      }
       return;
     }
     if (isPaperKind()) {
@@ -193,6 +196,11 @@
       details.appendChild(el("p", {}, plural(n.papers, "paper")));
       details.appendChild(actions([["Open concept page", n.url, "open"], ["Its papers in the citation graph", n.papers_url, "focus"]]));
     }
+  }
+  function moreTarget(n) {
+    /* double-click on a "+N" box: in a focus view, draw them all; in the whole view, focus on their paper */
+    if (!state.data.focus) { return n.focus_url; }
+    return withParams(window.location.href, n.kind === "stubs" ? { stubs: "all" } : { limit: "500" });
   }
   function showEdge(e) {
     details.textContent = "";
@@ -226,7 +234,10 @@
   /* ---- nodes and edges for vis ---- */
   function labelledSet(data) {
     var set = {};
-    var ranked = data.nodes.slice().sort(function (a, b) { return (b.pagerank || 0) - (a.pagerank || 0) || (a.id < b.id ? -1 : 1); });
+    /* papers with full records first (a KB's reference-only works often have the higher PageRank), then PageRank */
+    var ranked = data.nodes.slice().sort(function (a, b) {
+      return (b.resolved ? 1 : 0) - (a.resolved ? 1 : 0) || (b.pagerank || 0) - (a.pagerank || 0) || (a.id < b.id ? -1 : 1);
+    });
     ranked.slice(0, MAX_LABELS).forEach(function (n) { set[n.id] = true; });
     data.nodes.forEach(function (n) { if (n.is_seed || n.id === data.focus || n.id === data.paper) { set[n.id] = true; } });
     return set;
@@ -472,7 +483,7 @@
     network.on("doubleClick", function (p) {
       if (!p.nodes.length) { return; }
       var n = byId[p.nodes[0]];
-      var target = n.kb_more ? withParams(window.location.href, n.kind === "stubs" ? { stubs: "all" } : { limit: "500" }) :
+      var target = n.kb_more ? moreTarget(n) :
         (kind === "concepts" ? n.papers_url : (kind === "similar" ? n.similar_url : n.focus_url));
       if (target) { window.location.href = target; }
     });
@@ -503,7 +514,12 @@
         " along citations, the most central and best linked papers first" +
         (data.resolved_total !== undefined ? " (" + num(data.resolved_total) + " papers have full records; the rest are known only from reference lists)." : ".");
     }
-    (data.more || []).forEach(function (m) { msg2 += " " + m.label + " in a dashed box."; });
+    if (data.focus) {
+      (data.more || []).forEach(function (m) { msg2 += " " + m.label + " in a dashed box."; });
+    } else if (data.more && data.more.length) {
+      msg2 += " Few of these papers cite each other: they are joined by the works they both cite, and each paper's" +
+        " other reference-only works are one dashed \"+N refs\" box.";
+    }
     if (data.similar_edges) { msg2 += " " + plural(data.similar_edges.length, "similarity link") + " (dashed)."; }
     return msg2;
   }
