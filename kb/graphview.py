@@ -25,6 +25,7 @@ import re
 STUB_INLINE = 12       # a focus's reference-only works are drawn one by one up to this many, else collapsed
 SHARED_SHARE = 5       # in the whole view, at most 1/5 of the nodes are reference-only works cited by 2+ drawn papers
 SCAN_FACTOR = 20       # restarts look at most this many x the node budget candidates for one with a link
+MIN_BOX = 3            # a paper's undrawn reference-only works get a "+N" box from this many (fewer: in its details)
 SIMILAR_PER_NODE = 3   # the similar-articles layer draws each paper's strongest few similarity links
 SIMILAR_DEFAULT = 40   # papers in the similarity view
 SIMILAR_EDGE_CAP = 4   # similarity links drawn per paper between the similar papers themselves
@@ -216,7 +217,7 @@ def _hidden_stubs(conn, ids: list[str], shown: list[str], cond: str, params: dic
 
 def _with_boxes(conn, order: list[str], limit: int, cond: str, params: dict) -> tuple[list[str], list[dict]]:
     """The longest prefix of `order` that fits in `limit` nodes with the works two or more of its papers cite and
-    one "+N" box per paper for the rest of its reference-only works; (ids, boxes). When every work they cite fits,
+    one "+N" box per paper for the rest of its reference-only works (MIN_BOX or more); (ids, boxes). When every work they cite fits,
     all are drawn and there are no boxes."""
     cited = _stubs_linked(conn, order, cond, params, 1)
     if len(order) + len(cited) <= limit:
@@ -224,7 +225,8 @@ def _with_boxes(conn, order: list[str], limit: int, cond: str, params: dict) -> 
     n = len(order)
     while True:
         shared = [s for s, _n in _stubs_linked(conn, order[:n], cond, params, 2)]
-        hidden = _hidden_stubs(conn, order[:n], shared, cond, params)
+        hidden = [(paper, count) for paper, count in _hidden_stubs(conn, order[:n], shared, cond, params)
+                  if count >= MIN_BOX]
         size = n + len(shared) + len(hidden)
         if size <= limit or n <= 1:
             break
@@ -283,7 +285,15 @@ def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
     grower.fill(conn, filters, limit)
     order = grower.order
     more: list[dict] = []
-    if len(order) < limit and stubs != "hide":
+    if limit // 2 <= len(order) < limit and stubs != "hide":
+        # Linked papers with full records ran out with room to spare: grow on through the works of their
+        # reference lists, those that several drawn papers cite first (single-citer leaves last).
+        through = _Grower(conn, cond, params, leaves_last=True)
+        for node in order:
+            through.add(node)
+        through.fill(conn, filters, limit)
+        order = through.order
+    elif len(order) < limit and stubs != "hide":
         # Too few citations among papers with full records (a KB imported from MEDLINE files is like that: its
         # papers cite works known only from their reference lists): grow on over the papers that cite the same
         # works; draw the works two or more of them cite, and each paper's other ones as one "+N" box.
