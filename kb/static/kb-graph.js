@@ -238,7 +238,26 @@
     var ranked = data.nodes.slice().sort(function (a, b) {
       return (b.resolved ? 1 : 0) - (a.resolved ? 1 : 0) || (b.pagerank || 0) - (a.pagerank || 0) || (a.id < b.id ? -1 : 1);
     });
-    ranked.slice(0, MAX_LABELS).forEach(function (n) { set[n.id] = true; });
+    if (state.layout === "years") {
+      /* by year: the most central papers of every year in turn, so that labels spread along the axis */
+      var byYear = {}, years = [];
+      ranked.forEach(function (n) {
+        var y = n.year || 0;
+        if (!byYear[y]) { byYear[y] = []; years.push(y); }
+        byYear[y].push(n);
+      });
+      var picked = 0;
+      for (var round = 0; picked < MAX_LABELS && round < ranked.length; round++) {
+        var any = false;
+        for (var i = 0; i < years.length && picked < MAX_LABELS; i++) {
+          var n = byYear[years[i]][round];
+          if (n && (n.resolved || round === 0)) { set[n.id] = true; picked++; any = true; }
+        }
+        if (!any) { break; }
+      }
+    } else {
+      ranked.slice(0, MAX_LABELS).forEach(function (n) { set[n.id] = true; });
+    }
     data.nodes.forEach(function (n) { if (n.is_seed || n.id === data.focus || n.id === data.paper) { set[n.id] = true; } });
     return set;
   }
