@@ -273,11 +273,8 @@ async def _concept_graph(datasette, db, filters: dict) -> dict:
                 counts[a] += 1
                 for b in members[i + 1:]:
                     pair_counts[(a, b)] += 1
-        # Papers known only from a reference (resolved = 0) have no year: under a year filter the count can stay
-        # on the year index instead of reading every row.
-        has_year = filters.get("year_min") is not None or filters.get("year_max") is not None
-        resolved = "" if has_year else "p.resolved = 1 and "
-        total = (await db.execute(f"select count(*) from papers p where {resolved}{cond}", params)).first()[0]
+        # N counts resolved papers only: stubs carry years parsed from their reference text but no concepts.
+        total = (await db.execute(f"select count(*) from papers p where p.resolved = 1 and {cond}", params)).first()[0]
         edges = []
         for (a, b), n in sorted(pair_counts.items()):
             ca, cb = counts.get(a, 0), counts.get(b, 0)
