@@ -1,0 +1,164 @@
+"""Benchmark kb at scale (run by hand, not a test): N papers with ~10 citations each, built and served.
+
+    .venv/bin/python benchmarks/bench_scale.py [--papers 1000000] [--keep DIR] [--requests 20]
+
+Generates the records as benchmarks/bench_build.py does (the real MEDLINE sample replicated with renumbered
+PMIDs, 5-15 references per paper by preferential attachment, 2 % free-text references), then:
+1. import: the time `kb import` would take for N records, from its measured rate on a 30,000-record PubMed
+   XML file (benchmarks/bench_import.py; memory stays flat as the file grows, so the rate carries over);
+   measured here on --import-sample records of real XML unless --skip-import;
+2. build: `kb.store.build` in a child process, with its phases, wall time and peak memory (max RSS);
+3. serve: `kb serve` on the result and single-client p50/p95 of the main pages (papers table with facets, a row
+   page, a full-text search page with facets, the citation graph JSON and page, the timeline).
+
+At 1,000,000 papers the build needs about 20 GiB of memory with the current single-process build (2.6 GiB at
+116,532 papers, roughly linear): run it only on a machine that has it, with nice, and nothing else running.
+Targets of issue 10: import + build under 10 minutes, memory under 8 GiB, p95 under 150 ms on the main pages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from bench_build import CHILD, generate  # noqa: E402
+from bench_serve import pct, timed_get  # noqa: E402
+from serving import kb_serve  # noqa: E402
+
+
+def measure_import(records: int) -> dict:
+    """records/s and CPU per record of `kb import` on a real-XML file of `records` articles (bench_import)."""
+    import bench_import
+
+    with tempfile.TemporaryDirectory(prefix="kb-scale-import-") as tmp:
+        plain = Path(tmp) / "bench.xml"
+        n = bench_import.build_file(bench_import.DEFAULT_SAMPLE, plain, records)
+        gz = Path(tmp) / "bench.xml.gz"
+        bench_import.gzip_file(plain, gz)
+        plain.unlink()
+        r = bench_import.run_once("kb import", gz)
+    return {"records": n, "rate": r["rate"], "cpu_us": r["cpu"] / r["records"] * 1e6}
+
+
+def build(data: Path, db: Path) -> dict:
+    child = subprocess.Popen(["nice", "-n", "5", sys.executable, "-c",
+                              CHILD.format(root=str(ROOT), data=str(data), db=str(db))],
+                             stdout=subprocess.PIPE, text=True)
+    result = None
+    t = time.perf_counter()
+    for line in child.stdout:
+        if line.startswith("RESULT "):
+            result = line[7:]
+        else:
+            print(line, end="", flush=True)
+    if child.wait() or result is None:
+        sys.exit(child.returncode or 1)
+    summary = json.loads(result)
+    summary["wall"] = time.perf_counter() - t
+    return summary
+
+
+def serve(db: Path, n: int, seed: int = 5) -> dict[str, list[float]]:
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    rng = random.Random(seed)
+    total = conn.execute("select max(rowid) from papers").fetchone()[0]
+    ids = []
+    while len(ids) < n:
+        row = conn.execute("select id from papers where rowid = ? and resolved = 1", (rng.randint(1, total),)).fetchone()
+        if row:
+            ids.append(row[0])
+    words = ["imaging", "marrow", "children", "vaccines", "defects", "therapy", "receptor", "cells", "infection",
+             "mutations", "cancer", "protein", "brain", "risk", "model", "patients", "treatment", "analysis", "blood",
+             "response"]
+    conn.close()
+    name = db.stem
+    plan = {
+        "papers table + facets (html)": [f"/{name}/papers"] * n,
+        "row page": [f"/{name}/papers/{quote(i.replace(':', '~3A'), safe='~')}" for i in ids],
+        "FTS search (page, facets)": [f"/{name}/papers?_search={rng.choice(words)}" for _ in range(n)],
+        "citations.json (default)": ["/-/kb/citations.json"] * n,
+        "citation graph page": ["/-/kb/citations"] * n,
+        "timeline.json": ["/-/kb/timeline.json"] * n,
+    }
+    import http.client
+
+    out = {}
+    with kb_serve(db, cwd=ROOT, timeout=1800) as (_, port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        for label, paths in plan.items():
+            times = []
+            for path in paths:
+                ms, status = timed_get(conn, path)
+                if status != 200:
+                    print(f"  {label}: HTTP {status} for {path}")
+                times.append(ms)
+            out[label] = times
+        conn.close()
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--papers", type=int, default=1_000_000)
+    ap.add_argument("--keep", type=Path, default=None, help="keep the records and database in this folder")
+    ap.add_argument("--requests", type=int, default=20, help="requests per page in the serve part")
+    ap.add_argument("--import-sample", type=int, default=30_000, help="real-XML records for the import rate")
+    ap.add_argument("--skip-import", action="store_true")
+    args = ap.parse_args(argv)
+    work = args.keep or Path(tempfile.mkdtemp(prefix="kb-scale-"))
+    print(f"{args.papers:,} papers; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
+    try:
+        imp = None
+        if not args.skip_import:
+            imp = measure_import(args.import_sample)
+            print(f"import: {imp['rate']:,.0f} records/s ({imp['cpu_us']:.0f} us CPU per record) measured on "
+                  f"{imp['records']:,} records -> {args.papers / imp['rate']:.0f} s for {args.papers:,} (extrapolated)")
+        data = work / "records"
+        t = time.perf_counter()
+        info = generate(data, args.papers)
+        size = sum(f.stat().st_size for f in data.iterdir())
+        print(f"generated {info['papers']:,} papers, {info['resolved_citations']:,} citations, "
+              f"{size / 1e6:,.0f} MB of records in {time.perf_counter() - t:.0f}s")
+        db = work / "scale.db"
+        summary = build(data, db)
+        tm, c = summary["timings"], summary["counts"]
+        gib = summary["maxrss_kb"] / 1024 / 1024
+        print(f"build: {summary['wall']:.0f} s wall ({', '.join(f'{k} {v:.0f}' for k, v in tm.items())}), "
+              f"peak memory {gib:.2f} GiB, {c['papers']:,} papers, {c['citations']:,} citations, "
+              f"db {db.stat().st_size / 1e9:.2f} GB")
+        if imp:
+            total = args.papers / imp["rate"] + summary["wall"]
+            print(f"import + build: {total:.0f} s (target < 600 s)")
+        t = time.perf_counter()
+        results = serve(db, args.requests)
+        print(f"serve (started and warmed up in {time.perf_counter() - t:.0f} s including the requests):")
+        print(f"  {'page':32} {'first':>8} {'p50':>8} {'p95':>8}  ms")
+        for label, times in results.items():
+            rest = sorted(times[1:]) or times
+            print(f"  {label:32} {times[0]:8.0f} {pct(rest, 50):8.0f} {pct(rest, 95):8.0f}")
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
