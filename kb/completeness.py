@@ -13,14 +13,20 @@ from __future__ import annotations
 from urllib.parse import quote
 
 PUBMED_EDGE_SOURCES = ("pubmed-reflist", "elink:pubmed_pubmed_refs", "elink:pubmed_pubmed_citedin")
-SOURCE_COLUMNS = ("pubmed", "europepmc", "opencitations", "crossref", "icite")
+REFLIST_EDGE_SOURCES = ("reflist-pmid", "reflist-match", "reflist-text", "ecitmatch", "esearch-title")  # kb refs
+SOURCE_COLUMNS = ("pubmed", "reflist", "europepmc", "opencitations", "crossref", "icite")
+GROUP_SQL = ("case when source in (%s) then 'pubmed' when source in (%s) then 'reflist' else source end"
+             % tuple(", ".join(f"'{s}'" for s in group) for group in (PUBMED_EDGE_SOURCES, REFLIST_EDGE_SOURCES)))
 STATUS_ORDER = {"ok": 0, "no-links": 1, "not-found": 2, "failed": 3}
 PAPER_CAP = 1000
 
 
 def source_group(source: str) -> str:
-    """The column a raw edge source belongs to: PubMed's reference list and elink links are "pubmed"."""
-    return "pubmed" if source in PUBMED_EDGE_SOURCES else source
+    """The column a raw edge source belongs to: PubMed's reference list and elink links are "pubmed"; the edges
+    `kb refs` made from a pasted reference list (however each was resolved) are "reflist"."""
+    if source in PUBMED_EDGE_SOURCES:
+        return "pubmed"
+    return "reflist" if source in REFLIST_EDGE_SOURCES else source
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -68,8 +74,7 @@ async def overview(db, limit: int = PAPER_CAP) -> dict:
     only = {}
     for row in await db.execute(
             "select source, count(*) as n from (select citing_id, cited_id, min(source) as source, count(*) as k "
-            "from (select distinct citing_id, cited_id, case when source in ('pubmed-reflist', "
-            "'elink:pubmed_pubmed_refs', 'elink:pubmed_pubmed_citedin') then 'pubmed' else source end as source "
+            f"from (select distinct citing_id, cited_id, {GROUP_SQL} as source "
             "from citation_sources) group by citing_id, cited_id) where k = 1 group by source"):
         only[row["source"]] = row["n"]
     totals = []

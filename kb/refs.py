@@ -767,6 +767,18 @@ def build_records(refs: list[dict], *, citing: str | None, source_name: str,
     return records
 
 
+def coverage_records(records: list[dict], *, citing: str | None, source_name: str) -> list[dict]:
+    """The reference list as a citation source for the completeness page: it states how many references the
+    paper has (every parsed one) and how many kb resolved; none when the citing paper is unknown."""
+    if not citing:
+        return []
+    resolved = sum(1 for r in records if r["resolved"])
+    return [{"type": "coverage", "paper": citing, "source": "reflist", "references": len(records), "citers": None,
+             "stated_references": len(records), "status": "ok",
+             "message": f"{resolved} of {len(records)} references resolved from {source_name}",
+             "provenance": provenance("kb refs", request=source_name)}]
+
+
 def _describe(record: dict) -> str:
     p = record["parsed"]
     first = next((a.get("last") or a.get("collective") for a in p["authors"] if a.get("last") or a.get("collective")), "?")
@@ -820,10 +832,10 @@ def refs_command(file, data_dir, citing=None, match_paths=(), email=None, api_ke
     records = build_records(refs, citing=citing, source_name=file.name, matches=matches, online=online,
                             match_files=match_files)
     out = Path(data_dir) / "records" / f"refs-{file.stem}.jsonl"
-    write_records(out, records)
+    resolved = sum(1 for r in records if r["resolved"])
+    write_records(out, records + coverage_records(records, citing=citing, source_name=file.name))
     for record in records:
         click.echo(_describe(record))
-    resolved = sum(1 for r in records if r["resolved"])
     click.echo(f"{len(records)} parsed, {resolved} resolved -> {out}")
     if failure is not None:
         # eutils' message ends with how to resume (run the same command again)

@@ -110,3 +110,23 @@ async def test_completeness_page(ds):
     assert missing.status_code == 404
     home = await ds.client.get("/")
     assert 'href="/-/kb/completeness"' in home.text        # in kb's menu
+
+
+async def test_default_dataset_reference_list_counts(tmp_path):
+    """The embedded default was made with `kb refs`: its reference list states 5 references and all 5 resolved,
+    which the completeness page shows under the "reflist" source, each reference ticked there."""
+    from kb.paths import default_dataset
+    from kb.records import record_files
+    from kb.store import build
+
+    path = tmp_path / "default.db"
+    build(record_files(default_dataset()), path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("select paper_id, source, [references], stated_references, status from paper_coverage").fetchall() \
+        == [("doi:10.1007/s12185-011-0842-7", "reflist", 5, 5, "ok")]
+    ds = make_datasette(path)
+    page = (await ds.client.get("/-/kb/completeness")).text
+    assert 'data-paper="doi:10.1007/s12185-011-0842-7"' in page and "No source was asked yet" not in page
+    detail = (await ds.client.get("/-/kb/completeness?paper=doi:10.1007/s12185-011-0842-7")).text
+    assert '<strong class="kb-stated">5</strong>' in detail and '<strong class="kb-found">5</strong>' in detail
+    assert detail.count("✓") == 5
