@@ -21,8 +21,9 @@ from pathlib import Path
 import networkx as nx
 
 from . import graph as kbgraph
-from .records import atomic_write
 from .errors import KbError, NotFound
+from .pages import register_sql_functions
+from .records import atomic_write
 
 INCOMPLETE_NOTE = "Author list incomplete in the source (et al.)"
 # Columns of a query result that hold paper keys, in order of preference.
@@ -337,7 +338,7 @@ def select_query(conn, name: str, params: dict | None = None, metadata: dict | N
         raise KbError(f"query {name!r} has no parameter {unknown[0]!r} (its parameters: {have})")
     missing = [n for n in names if n not in params]
     values = {n: params.get(n, "") for n in names}
-    _prepare(conn)
+    register_sql_functions(conn)           # kb_ref(), as Datasette's connections have it
     conn.set_authorizer(_read_only)
     try:
         cur = conn.execute(sql, values)
@@ -355,19 +356,6 @@ def select_query(conn, name: str, params: dict | None = None, metadata: dict | N
         raise KbError(f"query {name!r} returned no papers; give its parameters with -p: "
                       + ", ".join(f"-p {n} VALUE" for n in missing))
     return list(dict.fromkeys(ids))
-
-
-def _prepare(conn) -> None:
-    """The SQL functions kb's Datasette plugin gives its connections (e.g. kb_ref), which canned queries use."""
-    try:
-        from datasette.utils import call_with_supported_arguments
-
-        from . import plugin
-    except ImportError:  # pragma: no cover - datasette is a dependency
-        return
-    hook = getattr(plugin, "prepare_connection", None)
-    if hook is not None:
-        call_with_supported_arguments(hook, conn=conn, database="kb", datasette=None)
 
 
 def export_command(fmt, db_path, output, graph="citations", where=None, query=None, params=None):

@@ -24,6 +24,7 @@ import pytest
 from serving import kb_serve
 import yaml
 
+from kb.export import query_parameters
 from kb.pages import register_sql_functions
 from kb.records import provenance, write_records
 
@@ -100,11 +101,6 @@ def server(load_kb):
         yield ("127.0.0.1", port)
 
 
-def sql_code(sql: str) -> str:
-    """SQL without its comments and string literals, where a ':' names no parameter."""
-    return re.sub(r"--[^\n]*|'(?:[^']|'')*'", "''", sql)
-
-
 def request_mix(db_path: Path) -> list[tuple[str, str]]:
     """(group, path) pairs covering tables, rows, search, every canned query and the graph endpoints."""
     conn = sqlite3.connect(db_path)
@@ -134,8 +130,7 @@ def request_mix(db_path: Path) -> list[tuple[str, str]]:
         values = {"paper": rng.choice(top), "concept": c1, "concept_a": c1, "concept_b": c2, "min_papers": "",
                   "from_paper": pid, "to_paper": other, "max_steps": "", "include_stubs": rng.choice(["", "yes"])}
         for name, query in queries.items():
-            sql = sql_code(query["sql"])          # ':' inside string literals names no parameter
-            params = {p: values[p] for p in dict.fromkeys(re.findall(r":(\w+)", sql))}
+            params = {p: values[p] for p in query_parameters(query["sql"])}
             mix.append((f"canned {name}", f"/kb/{name}.json?_shape=objects&" + urlencode(params)))
     rng.shuffle(mix)
     return mix
@@ -242,7 +237,7 @@ def test_queries_use_indexes_on_a_larger_kb(load_kb):
     big = ("papers", "citations", "paper_concepts", "paper_similarity", "paper_mesh", "paper_authors")
     queries = yaml.safe_load((PROJECT / "metadata.yml").read_text())["databases"]["kb"]["queries"]
     for name, query in queries.items():
-        params = {p: "pmid:1000001" for p in re.findall(r":(\w+)", sql_code(query["sql"]))}
+        params = {p: "pmid:1000001" for p in query_parameters(query["sql"])}
         plan = [r[3] for r in conn.execute("explain query plan " + query["sql"], params)]
         aliases = set(big)
         for table in big:
