@@ -174,24 +174,6 @@ def _json_response(data, status=200):
                     headers={"Cache-Control": "max-age=60", "Access-Control-Allow-Origin": "*"})
 
 
-def _where(filters: dict, alias: str = "p") -> tuple[list[str], dict]:
-    """SQL conditions and parameters for the year/hop/concept filters of the graph pages."""
-    where, params = [], {}
-    if filters.get("year_min") is not None:
-        where.append(f"{alias}.year >= :year_min")
-        params["year_min"] = filters["year_min"]
-    if filters.get("year_max") is not None:
-        where.append(f"{alias}.year <= :year_max")
-        params["year_max"] = filters["year_max"]
-    if filters.get("hop_max") is not None:
-        where.append(f"{alias}.hop <= :hop_max")
-        params["hop_max"] = filters["hop_max"]
-    if filters.get("concept"):
-        where.append(f"{alias}.id in (select paper_id from paper_concepts where concept_id = :concept)")
-        params["concept"] = filters["concept"]
-    return where, params
-
-
 PAPER_NODE_COLUMNS = ("p.id, p.pmid, p.doi, p.pmcid, p.title, p.journal, p.year, p.is_seed, p.hop, p.resolved, "
                       "p.first_author, p.pagerank, p.citation_count_kb as in_degree, "
                       "p.reference_count_kb as out_degree, p.community")
@@ -254,17 +236,16 @@ async def concept_graph(datasette, filters: dict) -> dict:
 
 
 async def _concept_graph(datasette, db, filters: dict) -> dict:
-    where, params = _where({k: filters.get(k) for k in ("year_min", "year_max", "hop_max")})
+    cond, params = graphview.filter_sql({k: filters.get(k) for k in ("year_min", "year_max", "hop_max")})
     concepts = [dict(r) for r in await db.execute(
         "select id, label, description, paper_count from concepts order by id")]
-    if where:
+    if cond:
         # Filtered view: recount papers and co-occurrences among the papers that pass the filters, with the
         # build's measure (observed / expected co-occurrence, N = resolved papers passing the filters).
-        cond = " and ".join(where)
         by_paper: dict[str, list[str]] = {}
         for paper_id, concept_id in await db.execute(
                 f"""select pc.paper_id, pc.concept_id from papers p join paper_concepts pc on pc.paper_id = p.id
-                    where {cond}""", params):
+                    where 1{cond}""", params):
             by_paper.setdefault(paper_id, []).append(concept_id)
         counts, pair_counts = Counter(), Counter()
         for members in by_paper.values():
@@ -274,7 +255,7 @@ async def _concept_graph(datasette, db, filters: dict) -> dict:
                 for b in members[i + 1:]:
                     pair_counts[(a, b)] += 1
         # N counts resolved papers only: stubs carry years parsed from their reference text but no concepts.
-        total = (await db.execute(f"select count(*) from papers p where p.resolved = 1 and {cond}", params)).first()[0]
+        total = (await db.execute(f"select count(*) from papers p where p.resolved = 1{cond}", params)).first()[0]
         edges = []
         for (a, b), n in sorted(pair_counts.items()):
             ca, cb = counts.get(a, 0), counts.get(b, 0)
@@ -324,8 +305,7 @@ async def timeline(datasette, filters: dict) -> dict:
 
 async def _timeline(db, filters: dict) -> dict:
     labels = await _concept_labels(db)
-    where, params = _where({k: filters.get(k) for k in ("year_min", "year_max", "hop_max")})
-    cond = (" and " + " and ".join(where)) if where else ""
+    cond, params = graphview.filter_sql({k: filters.get(k) for k in ("year_min", "year_max", "hop_max")})
     series = {}
     for r in await db.execute(
             f"""select pc.concept_id, p.year, count(*) as n from paper_concepts pc join papers p on p.id = pc.paper_id
