@@ -186,6 +186,28 @@ def describe(util: str, pairs) -> str:
     return " ".join([util.split(".")[0]] + parts)
 
 
+def network_problem(exc: BaseException, timeout: float) -> str:
+    """One line for a transient network failure (timeout, truncated body, refused or dropped connection)."""
+    if isinstance(exc, (socket.timeout, TimeoutError)):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"truncated answer ({len(exc.partial)} bytes)"
+    reason = getattr(exc, "reason", None) or exc
+    return f"connection failed ({type(reason).__name__}: {reason})" if str(reason) else \
+        f"connection failed ({type(reason).__name__})"
+
+
+TRANSIENT_ERRORS = (socket.timeout, TimeoutError, http.client.IncompleteRead, URLError, http.client.HTTPException,
+                    ConnectionError, OSError)
+
+
+def retry_delay(attempt: int, backoff: float, wait_hint: float | None) -> float:
+    """Seconds before try `attempt` + 1: exponential backoff with jitter, at least what Retry-After asked,
+    never more than MAX_WAIT."""
+    delay = min(MAX_WAIT, backoff * 2 ** (attempt - 1) + random.uniform(0, backoff))
+    return max(delay, min(MAX_WAIT, wait_hint)) if wait_hint is not None else delay
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -460,20 +482,12 @@ class Eutils:
                 if exc.code != 429 and exc.code < 500:
                     hint = f" (is {self.base_url} an E-utilities URL? see KB_EUTILS_URL)" if exc.code == 404 else ""
                     raise KbError(self._redact(f"{what}: HTTP {exc.code} {exc.reason}{hint}")) from None
-            except (socket.timeout, TimeoutError):
-                problem = f"no answer within {self.timeout:g} s"
-            except http.client.IncompleteRead as exc:
-                problem = f"truncated answer ({len(exc.partial)} bytes)"
-            except (URLError, http.client.HTTPException, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                problem = f"connection failed ({type(reason).__name__}: {reason})" if str(reason) else \
-                    f"connection failed ({type(reason).__name__})"
+            except TRANSIENT_ERRORS as exc:
+                problem = network_problem(exc, self.timeout)
             problem = self._redact(problem)
             if attempt == self.max_tries:
                 break
-            delay = min(MAX_WAIT, self.backoff * 2 ** (attempt - 1) + random.uniform(0, self.backoff))
-            if wait_hint is not None:
-                delay = max(delay, min(MAX_WAIT, wait_hint))
+            delay = retry_delay(attempt, self.backoff, wait_hint)
             log.info("%s: %s; retrying in %.1f s (try %d of %d)", what, problem, delay, attempt + 1, self.max_tries)
             self._event("retry")
             time.sleep(delay)

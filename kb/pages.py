@@ -214,7 +214,7 @@ async def _prior_and_derivative(datasette, db, paper_id: str) -> dict:
     """Prior works: papers most cited by the paper's references and citers; derivative works: papers citing
     most of them (as Connected Papers shows). The neighbourhood is capped at its most central papers."""
     params = {"id": paper_id, "nb_cap": NEIGHBOURHOOD_CAP, "cap": LIST_CAP}
-    neighbourhood = f"""
+    neighbourhood = """
         nb(id) as (select p.id from papers p where p.id in (
                        select cited_id from citations where citing_id = :id
                        union select citing_id from citations where cited_id = :id)

@@ -15,22 +15,19 @@ them at fakes). Tuning: ``KB_SOURCES_TIMEOUT`` (seconds per request, default 30)
 
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
-import random
-import socket
 import threading
 import time
-from urllib.error import HTTPError, URLError
+from urllib.error import HTTPError
 from urllib.parse import quote, urlencode, urlsplit
 from urllib.request import Request, urlopen
 
 from .. import __version__
 from ..cache import Cache, cache_key, utc_now
 from ..errors import KbError, NotFound
-from ..eutils import RateLimiter, _retry_after
+from ..eutils import TRANSIENT_ERRORS, RateLimiter, _retry_after, network_problem, retry_delay
 from ..records import provenance
 
 log = logging.getLogger("kb.sources")
@@ -45,7 +42,6 @@ BASE_URLS = {
 # Requests per second kb allows itself per source (see README "Citation sources" for each one's terms).
 RATES = {"europepmc": 5.0, "opencitations": 3.0, "crossref": 5.0, "icite": 3.0}
 NOT_CACHE_KEY = frozenset({"mailto", "email"})
-MAX_WAIT = 120.0
 
 _limiters: dict[str, RateLimiter] = {}
 _limiters_lock = threading.Lock()
@@ -155,18 +151,11 @@ class JsonClient:
                 problem = f"HTTP {exc.code}"
                 if exc.code != 429 and exc.code < 500:
                     raise KbError(f"{what}: HTTP {exc.code} {exc.reason}") from None
-            except (socket.timeout, TimeoutError):
-                problem = f"no answer within {self.timeout:g} s"
-            except http.client.IncompleteRead as exc:
-                problem = f"truncated answer ({len(exc.partial)} bytes)"
-            except (URLError, http.client.HTTPException, ConnectionError, OSError) as exc:
-                reason = getattr(exc, "reason", None) or exc
-                problem = f"connection failed ({type(reason).__name__}: {reason})"
+            except TRANSIENT_ERRORS as exc:
+                problem = network_problem(exc, self.timeout)
             if attempt == self.max_tries:
                 break
-            delay = min(MAX_WAIT, self.backoff * 2 ** (attempt - 1) + random.uniform(0, self.backoff))
-            if wait_hint is not None:
-                delay = max(delay, min(MAX_WAIT, wait_hint))
+            delay = retry_delay(attempt, self.backoff, wait_hint)
             log.info("%s: %s; retrying in %.1f s (try %d of %d)", what, problem, delay, attempt + 1, self.max_tries)
             self._event("retry")
             time.sleep(delay)
