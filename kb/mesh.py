@@ -36,20 +36,14 @@ ROOTS = ("DescriptorRecordSet", "DescriptorRecord")
 def read_descriptors(source) -> Iterator[tuple[str, str, list[str]]]:
     """(ui, name, tree numbers) of each DescriptorRecord of an NLM MeSH descriptor file (path, .gz path,
     bytes or binary file), streaming and safely; ParseError (one line) on unsafe, malformed or other XML."""
-    from .parse import BLOCK, PROLOG_MAX, _Incomplete, _Source, _one_line, _syntax_message, _xml_prolog
+    from .parse import BLOCK, _Source, _one_line, _read_prolog, _syntax_message
 
     with _Source(source) as src:
         head = src.head(BLOCK)
         if not head.strip():
             raise ParseError(f"{src.name}: empty file")
         try:
-            try:
-                root, _, _ = _xml_prolog(head, src.name)
-            except _Incomplete:
-                if len(head) < BLOCK:
-                    raise
-                head += src.head(PROLOG_MAX)
-                root, _, _ = _xml_prolog(head, src.name)
+            head, root, _, _ = _read_prolog(src, head, check_root=False)
         except ParseError as exc:  # kb.parse's words are about PubMed XML; NLM's MeSH files are alike
             raise ParseError(str(exc).replace("PubMed XML never does", "NLM's MeSH XML never does")
                              .replace("PubMed XML is", "NLM's MeSH XML is")

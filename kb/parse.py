@@ -297,9 +297,10 @@ def _doctype_end(head: bytes, i: int, name: str) -> int:
         j = end + 1
 
 
-def _read_prolog(src: "_Source", head: bytes) -> tuple[bytes, str, int, bool]:
-    """Check the prolog at the start of `head`, reading up to PROLOG_MAX more bytes when it is longer;
-    returns (head, root, body offset, self-closing root)."""
+def _read_prolog(src: "_Source", head: bytes, check_root: bool = True) -> tuple[bytes, str, int, bool]:
+    """Check the prolog at the start of `head`, reading up to PROLOG_MAX more bytes when it is longer, and
+    (unless told not to, for other NLM formats) that the root is PubMed's; returns (head, root, body offset,
+    self-closing root)."""
     try:
         root, body_at, closed = _xml_prolog(head, src.name)
     except _Incomplete:
@@ -307,7 +308,8 @@ def _read_prolog(src: "_Source", head: bytes) -> tuple[bytes, str, int, bool]:
             raise
         head += src.head(PROLOG_MAX)
         root, body_at, closed = _xml_prolog(head, src.name)
-    _check_root(root, src.name)
+    if check_root:
+        _check_root(root, src.name)
     return head, root, body_at, closed
 
 
