@@ -22,7 +22,7 @@ import networkx as nx
 
 from . import graph as kbgraph
 from .errors import KbError, NotFound
-from .pages import register_sql_functions
+from .ids import register_sql_functions
 from .records import atomic_write
 
 INCOMPLETE_NOTE = "Author list incomplete in the source (et al.)"

@@ -11,6 +11,7 @@ Accepted: a PMID (``21479354``, ``PMID: 21479354``, ``pmid:21479354``), a DOI (`
 from __future__ import annotations
 
 import re
+import sqlite3
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
@@ -106,3 +107,22 @@ def resolve_all(identifiers, client) -> tuple[list[tuple[str, str]], list[str]]:
                 raise  # not the identifier's fault: stop, a re-run resumes
             errors.append(str(exc))
     return resolved, errors
+
+
+def identifier_part(text, kind):
+    """The canonical PMID, DOI or PMCID (`kind`) in what someone typed or pasted, or None.
+
+    Registered as the SQL function kb_ref(text, kind), so canned queries accept `21547618`,
+    `https://doi.org/10.1007/...` or `PMC3110398` wherever they ask for a paper."""
+    if text is None or kind not in ("pmid", "doi", "pmcid"):
+        return None
+    try:
+        ident = classify(str(text))
+    except KbError:
+        return None
+    return ident.value if ident.kind == kind else None
+
+
+def register_sql_functions(conn: sqlite3.Connection) -> None:
+    """Add kb_ref() to a SQLite connection (Datasette's, or yours to run the canned queries by hand)."""
+    conn.create_function("kb_ref", 2, identifier_part, deterministic=True)

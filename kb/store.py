@@ -83,7 +83,7 @@ SCHEMA = {
     # PubMed's similar articles of a paper (kb fetch --similar), rank 1 = most similar
     "similar_articles": ({"paper_id": str, "similar_id": str, "score": int, "rank": int}, ("paper_id", "similar_id"),
                          [("paper_id", "papers", "id"), ("similar_id", "papers", "id")]),
-    # every source of each citation edge, and what each citation source knew per paper (kb.completeness)
+    # every source of each citation edge, and what each citation source knew per paper (kb.publish.completeness)
     "citation_sources": ({"citing_id": str, "cited_id": str, "source": str}, ("citing_id", "cited_id", "source"),
                          [("citing_id", "papers", "id"), ("cited_id", "papers", "id")]),
     "paper_coverage": ({"paper_id": str, "source": str, "references": int, "citers": int, "stated_references": int,
@@ -267,6 +267,7 @@ class _Reader:
                 return doi_to_pmid.get(normalize_doi(key[4:]), "doi:" + (normalize_doi(key[4:]) or ""))
             return key
 
+        remap.doi_to_pmid = doi_to_pmid           # kept for kb.incremental
         groups: dict[str, list] = {}
         for key, recs in self.papers.items():
             groups.setdefault(remap(key), []).extend(recs)
@@ -368,6 +369,8 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     mesh.merge_into_lexicon(lexicon, reader.mesh)   # tree numbers of "mesh" records join the lexicon's table
     if auto:                                  # concept nodes from the KB's own MeSH headings (trees rolled up)
         lexicon = auto_lexicon(papers.values(), lexicon)
+    timings["read"] = time.perf_counter() - t0
+    say(f"read: {len(papers)} papers from {len(paths)} files ({timings['read']:.1f}s)")
 
     db_path = Path(db_path)
     db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -375,76 +378,20 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     if tmp.exists():
         tmp.unlink()
     conn = sqlite3.connect(str(tmp), isolation_level=None)
+    state = None
     try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("PRAGMA cache_size=-200000")
-        conn.execute("PRAGMA temp_store=MEMORY")
+        _bulk_pragmas(conn)
         db = sqlite_utils.Database(conn)
         conn.execute("BEGIN")
-        counts = _write_base(db, conn, papers, remap, reader, lexicon, paths)
+        counts, measures, state = _write_base(db, conn, papers, remap, reader, lexicon, say, timings)
         conn.execute("COMMIT")
         del papers, reader                    # free the records before the graph phase
         timings["load"] = time.perf_counter() - t0
         say(f"load: {counts['papers']} papers, {counts['citations']} citations ({timings['load']:.1f}s)")
-
-        from . import graph
-
-        t = time.perf_counter()
-        conn.execute("BEGIN")
-        measures = graph.store_measures(db)
-        conn.execute("COMMIT")
-        timings["graph"] = time.perf_counter() - t
-        say(f"graph measures: {measures['similar_pairs']} similar pairs, {measures['communities']} communities "
-            f"({timings['graph']:.1f}s)")
-
-        t = time.perf_counter()
-        conn.execute("BEGIN")
-        concept_counts = graph.store_concept_graph(db)
-        conn.execute("COMMIT")
-        timings["concepts"] = time.perf_counter() - t
-        say(f"concept graph: {concept_counts['concept_edges']} edges ({timings['concepts']:.1f}s)")
-
-        t = time.perf_counter()
-        conn.execute("BEGIN")
-        for table, columns in INDEXES:       # after the bulk load: much faster than maintaining them
-            db[table].create_index(columns, if_not_exists=True)
-        conn.execute("COMMIT")
-        timings["indexes"] = time.perf_counter() - t
-        say(f"indexes: {timings['indexes']:.1f}s")
-
-        # FTS last: its triggers would re-index every row the graph phase updates.
-        t = time.perf_counter()
-        db["papers"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize=FTS_TOKENIZE)
-        timings["fts"] = time.perf_counter() - t
-        say(f"fts: {timings['fts']:.1f}s")
-
-        counts.update(measures)
-        counts.update(concept_counts)
-        meta = {
-            "kb_version": __version__,
-            "built_from": _jsonl([{"file": p.name, "sha256": _sha256(p)} for p in paths]),
-            "lexicon": Path(lexicon.path).name if not auto else lexicon.path,
-            "lexicon_sha256": lexicon.sha256,
-            "counts": _jsonl(counts),
-            "merge_rule": "first non-empty field; PubMed-sourced records first, then file order",
-            "pagerank": "networkx definition, alpha=0.85, tol=1e-6, uniform teleport and dangling",
-            "community_method": measures["community_method"],
-            "similarity_max_fanout": str(measures["similarity_max_fanout"]),
-            "similarity_per_paper": measures["similarity_per_paper"],
-            "concept_strength": "strength = N * c_ab / (w_a * w_b): observed/expected co-occurrence, "
-                                "N = papers matched against the lexicon (resolved papers)",
-        }
-        seed_rows = [{"id": i, "label": lb, "title": ti} for i, lb, ti in conn.execute(
-            "SELECT id, label, title FROM papers WHERE is_seed = 1 ORDER BY id")]
-        meta["title"], meta["description"] = describe(seed_rows, counts, [p.name for p in paths], origins)
-        meta["seeds"] = _jsonl([r["id"] for r in seed_rows])
-        conn.execute("BEGIN")
-        _load_rows(conn, "kb_meta", sorted(meta.items()))
-        conn.execute("COMMIT")
-        for name, sql in VIEWS.items():
-            db.create_view(name, sql.strip(), replace=True)
-        conn.execute("ANALYZE")
+        counts.update(_finish(db, conn, measures, state["ids"], say, timings))
+        hashes = [_sha256(p) for p in paths]
+        meta = _meta(conn, counts, paths, lexicon, auto, origins, hashes)
+        _write_meta(db, conn, meta)
         conn.close()
         os.replace(tmp, db_path)
     except BaseException:
@@ -455,15 +402,95 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         if tmp.exists():
             tmp.unlink()
         raise
+    from . import incremental
+
+    state.update(origins=origins, lexicon_sha256=lexicon.sha256, auto=auto, seeds_arg=sorted(seeds))
+    incremental.save_state(db_path, paths, hashes, state)
     timings["total"] = time.perf_counter() - t0
     return {"db": str(db_path), "counts": counts, "timings": timings, "title": meta["title"]}
 
 
-def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
-    """Papers, authors, journals, MeSH, keywords, citations and concept matches; returns counts."""
-    deleted = reader.deleted
-    edges: dict[tuple, dict] = {}
-    stubs: dict[str, dict] = {}
+def _bulk_pragmas(conn):
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA cache_size=-200000")
+    conn.execute("PRAGMA temp_store=MEMORY")
+
+
+def _finish(db, conn, measures, ids, say, timings, incremental_update=False) -> dict:
+    """The graph tables (paper_similarity, the concept graph), indexes and FTS of a loaded database."""
+    from . import graph
+
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    summary = graph.store_measures(db, measures=measures, ids=ids)
+    conn.execute("COMMIT")
+    timings["graph"] = time.perf_counter() - t
+    say(f"graph measures: {summary['similar_pairs']} similar pairs, {summary['communities']} communities "
+        f"({timings['graph']:.1f}s)")
+
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    concept_counts = graph.store_concept_graph(db)
+    conn.execute("COMMIT")
+    timings["concepts"] = time.perf_counter() - t
+    say(f"concept graph: {concept_counts['concept_edges']} edges ({timings['concepts']:.1f}s)")
+    if incremental_update:
+        return {**summary, **concept_counts}
+
+    t = time.perf_counter()
+    conn.execute("BEGIN")
+    for table, columns in INDEXES:       # after the bulk load: much faster than maintaining them
+        db[table].create_index(columns, if_not_exists=True)
+    conn.execute("COMMIT")
+    timings["indexes"] = time.perf_counter() - t
+    say(f"indexes: {timings['indexes']:.1f}s")
+
+    # FTS last: its triggers would re-index every row an update touches.
+    t = time.perf_counter()
+    db["papers"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize=FTS_TOKENIZE)
+    timings["fts"] = time.perf_counter() - t
+    say(f"fts: {timings['fts']:.1f}s")
+    return {**summary, **concept_counts}
+
+
+def _meta(conn, counts, paths, lexicon, auto, origins, sha256s) -> dict:
+    meta = {
+        "kb_version": __version__,
+        "built_from": _jsonl([{"file": p.name, "sha256": h} for p, h in zip(paths, sha256s)]),
+        "lexicon": Path(lexicon.path).name if not auto else lexicon.path,
+        "lexicon_sha256": lexicon.sha256,
+        "counts": _jsonl(counts),
+        "merge_rule": "first non-empty field; PubMed-sourced records first, then file order",
+        "pagerank": "networkx definition, alpha=0.85, tol=1e-6, uniform teleport and dangling",
+        "community_method": counts["community_method"],
+        "similarity_max_fanout": str(counts["similarity_max_fanout"]),
+        "similarity_per_paper": counts["similarity_per_paper"],
+        "concept_strength": "strength = N * c_ab / (w_a * w_b): observed/expected co-occurrence, "
+                            "N = papers matched against the lexicon (resolved papers)",
+    }
+    seed_rows = [{"id": i, "label": lb, "title": ti} for i, lb, ti in conn.execute(
+        "SELECT id, label, title FROM papers WHERE is_seed = 1 ORDER BY id")]
+    meta["title"], meta["description"] = describe(seed_rows, counts, [p.name for p in paths], origins)
+    meta["seeds"] = _jsonl([r["id"] for r in seed_rows])
+    return meta
+
+
+def _write_meta(db, conn, meta):
+    conn.execute("BEGIN")
+    conn.execute("DELETE FROM kb_meta")
+    _load_rows(conn, "kb_meta", sorted(meta.items()))
+    conn.execute("COMMIT")
+    for name, sql in VIEWS.items():
+        db.create_view(name, sql.strip(), replace=True)
+    conn.execute("ANALYZE")
+
+
+def _collect_edges(items, citations, known, remap, deleted, edges=None, stubs=None):
+    """Citation edges {(citing, cited): (source, raw) or {source: raw}} of papers' reference lists (`items`:
+    (key, paper) pairs) and citation records, and the reference texts {key: set} of cited ids not in `known`."""
+    edges = {} if edges is None else edges
+    stubs = {} if stubs is None else stubs
 
     def cited_key(pmid=None, doi=None, cited=None, raw=None):
         if cited:
@@ -476,8 +503,8 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             key = stub_key(raw)
         else:
             return None
-        if key not in papers and raw:
-            stubs.setdefault(key, {"raw": set()})["raw"].add(raw.strip())
+        if key not in known and raw:
+            stubs.setdefault(key, set()).add(raw.strip())
         return key
 
     def add_edge(citing, cited, source, raw):
@@ -496,53 +523,103 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
         if have.get(source) is None:
             have[source] = raw
 
-    for key, p in papers.items():
+    for key, p in items:
         for raw, pmid, doi in p.get("references") or ():
             if pmid:                          # the common case, cited_key inlined
                 cited = f"pmid:{str(pmid).strip()}"
-                if raw and cited not in papers:
-                    stubs.setdefault(cited, {"raw": set()})["raw"].add(raw.strip())
+                if raw and cited not in known:
+                    stubs.setdefault(cited, set()).add(raw.strip())
             else:
                 cited = cited_key(doi=doi, raw=raw)
             add_edge(key, cited, REFLIST_SOURCE, raw)
-    for c in reader.citations:
+    for c in citations:
         citing = remap(c.get("citing"))
         cited = cited_key(pmid=c.get("cited_pmid"), doi=c.get("cited_doi"), cited=c.get("cited"), raw=c.get("raw"))
         add_edge(citing, cited, c.get("source"), c.get("raw"))
-    seeds = {remap(s.get("id")) for s in reader.seeds if s.get("id")} - deleted
+    return edges, stubs
 
-    # Stub papers for every id an edge or seed names that has no record.
-    for key in {k for e in edges for k in e} | seeds:
-        if key not in papers:
-            raws = sorted(stubs.get(key, {}).get("raw", ()))
-            title = re.sub(r"^\s*\[?\d{1,4}[\].)]?\s+", "", raws[0]) if raws else None
-            stub = {"id": key, "title": title, "_stub": True}
-            # what the reference text gives (authors, year, journal, volume, pages, title): parsed once per text
-            fields = next((f for f in map(stub_fields, raws) if f.get("year")), None) or \
-                (stub_fields(raws[0]) if raws else {})
-            if fields:
-                stub["_fields"] = fields
-                for f in ("year", "volume", "issue", "pages"):
-                    if fields.get(f):
-                        stub[f] = fields[f]
-                if fields.get("title"):
-                    stub["title"] = fields["title"]
-            if key.startswith("pmid:"):
-                stub["pmid"] = key[5:]
-            elif key.startswith("doi:"):
-                stub["doi"] = key[4:]
-            papers[key] = stub
 
-    journals: dict[str, dict] = {}
-    authors: dict[str, dict] = {}
-    descriptors: dict[str, dict] = {}
-    paper_rows, pa_rows, mesh_rows, kw_rows, pt_rows, pc_rows = [], [], [], [], [], []
-    concept_labels = {c.id: c.label for c in lexicon.concepts}
-    concept_terms = {c.id: "; ".join(search_terms(c)) for c in lexicon.concepts}
-    concept_counts: dict[str, int] = {}
-    for key in sorted(papers):
-        p = papers[key]
+def _stub_paper(key: str, raws: list) -> dict:
+    """The record of a work known only from reference texts (sorted `raws`): what the texts say."""
+    title = re.sub(r"^\s*\[?\d{1,4}[\].)]?\s+", "", raws[0]) if raws else None
+    stub = {"id": key, "title": title, "_stub": True}
+    # what the reference text gives (authors, year, journal, volume, pages, title): parsed once per text
+    fields = next((f for f in map(stub_fields, raws) if f.get("year")), None) or \
+        (stub_fields(raws[0]) if raws else {})
+    if fields:
+        stub["_fields"] = fields
+        for f in ("year", "volume", "issue", "pages"):
+            if fields.get(f):
+                stub[f] = fields[f]
+        if fields.get("title"):
+            stub["title"] = fields["title"]
+    if key.startswith("pmid:"):
+        stub["pmid"] = key[5:]
+    elif key.startswith("doi:"):
+        stub["doi"] = key[4:]
+    return stub
+
+
+def _citation_rows(pairs, edges, stub_ids):
+    """citations rows of sorted edge pairs."""
+    source_lists: dict[str, str] = {}
+    for pair in pairs:
+        e = edges[pair]
+        if isinstance(e, tuple):                      # one source: the common case
+            first, raw = e
+            listed = source_lists.get(first)
+            if listed is None:
+                listed = source_lists[first] = _jsonl([first])
+        else:
+            sources = sorted(e, key=lambda s: (s != REFLIST_SOURCE, s))
+            first = sources[0]
+            raw = next((e[s] for s in sources if e[s]), None)
+            listed = _jsonl(sorted(e))
+        yield (pair[0], pair[1], raw, first, listed, 0 if pair[1] in stub_ids else 1)
+
+
+def _citation_source_rows(pairs, edges):
+    """(citing_id, cited_id, source) for every edge and each of its sources, in primary-key order."""
+    for pair in pairs:
+        e = edges[pair]
+        for source in ([e[0]] if isinstance(e, tuple) else sorted(e)):
+            yield (pair[0], pair[1], source)
+
+
+def _coverage_rows(records, remap, papers) -> list[tuple]:
+    """paper_coverage rows from coverage records: DOI keys folded into PMID keys like papers, one row per
+    (paper, source) (the later record wins, as in a merged records file), papers the build kept only."""
+    rows: dict[tuple, tuple] = {}
+    for r in records:
+        paper = remap(r.get("paper"))
+        source = r.get("source")
+        if not paper or not source or paper not in papers:
+            continue
+        rows[(paper, source)] = (paper, source, r.get("references"), r.get("citers"), r.get("stated_references"),
+                                 r.get("status") or "ok", r.get("message"))
+    return [rows[k] for k in sorted(rows)]
+
+
+class _Rows:
+    """Builds the rows of papers and their per-paper tables, and the journals, authors and MeSH aggregates.
+    Aggregate rows remember which paper gave each field ("@" = the paper that created the row, "@field" =
+    a later paper that filled it), so that an incremental build can apply the same first-paper-wins rule."""
+
+    def __init__(self, lexicon, seeds, journals=None, authors=None, descriptors=None):
+        self.lexicon = lexicon
+        self.seeds = seeds
+        self.journals = {} if journals is None else journals
+        self.authors = {} if authors is None else authors
+        self.descriptors = {} if descriptors is None else descriptors
+        self.papers, self.pa, self.mesh, self.kw, self.pt, self.pc = [], [], [], [], [], []
+        self.concept_labels = {c.id: c.label for c in lexicon.concepts}
+        self.concept_terms = {c.id: "; ".join(search_terms(c)) for c in lexicon.concepts}
+        self.concept_counts: dict[str, int] = {}
+
+    def add(self, key: str, p: dict):
         stub = p.get("_stub", False)
+        journals, authors, descriptors = self.journals, self.authors, self.descriptors
+        pa_rows, mesh_rows, kw_rows, pt_rows, pc_rows = self.pa, self.mesh, self.kw, self.pt, self.pc
         j = p.get("journal") or {}
         if isinstance(j, str):
             j = {"title": j}
@@ -550,7 +627,13 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
         if jkey:
             row = journals.get(jkey)
             if row is None:
-                row = journals[jkey] = {"id": jkey, "count": 0}
+                row = journals[jkey] = {"id": jkey, "count": 0, "@": key}
+            elif key < row["@"]:                 # incremental: an earlier paper (key order) now comes first
+                for f in JOURNAL_FIELDS:
+                    value = j.get(f)
+                    if not _empty(value) and key < row.get("@" + f, row["@"]):
+                        row[f] = value
+                        row["@" + f] = key
             row["count"] += 1
             # fields are only ever set to non-empty values: a field already in the row is filled
             for f in JOURNAL_FIELDS:
@@ -558,6 +641,8 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
                     value = j.get(f)
                     if not _empty(value):
                         row[f] = value
+                        if key != row["@"]:
+                            row["@" + f] = key
         names = []
         for pos, a in enumerate(p.get("authors") or (), 1):
             name = _author_name(a)
@@ -567,21 +652,32 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             names.append(name)
             row = authors.get(akey)
             if row is None:
-                row = authors[akey] = {"name": name, "papers": {key}}
-            else:
-                row["papers"].add(key)
+                row = authors[akey] = {"name": name, "count": 1, "last": key, "@": key}
+            elif row["last"] != key:
+                row["count"] += 1
+                row["last"] = key
+                if key < row["@"]:               # incremental: this paper is now the first of the author
+                    row["name"] = name
+                    for f_out, f_in in AUTHOR_FIELDS:
+                        value = a.get(f_in)
+                        if not _empty(value) and key < row.get("@" + f_out, row["@"]):
+                            row[f_out] = value
+                            row["@" + f_out] = key
+                    row["@"] = key
             for f_out, f_in in AUTHOR_FIELDS:
                 if f_out not in row:
                     value = a.get(f_in)
                     if not _empty(value):
                         row[f_out] = value
+                        if key != row["@"]:
+                            row["@" + f_out] = key
             affiliations = a.get("affiliations")
             pa_rows.append((key, akey, pos, _jsonl(affiliations) if affiliations else "[]"))
-        mesh = p.get("mesh") or []
+        mesh_list = p.get("mesh") or []
         seen_ui = set()
         starts = (len(mesh_rows), len(kw_rows), len(pt_rows), len(pc_rows))
         mesh_names, major_names = [], set()
-        for m in mesh:
+        for m in mesh_list:
             name = m.get("name")
             qualifiers = m.get("qualifiers")
             major = 1 if m.get("major") or any(q.get("major") for q in qualifiers or ()) else 0
@@ -595,7 +691,9 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             seen_ui.add(ui)
             d = descriptors.get(ui)
             if d is None:
-                d = descriptors[ui] = {"name": name, "count": 0}
+                d = descriptors[ui] = {"name": name, "count": 0, "@": key}
+            elif key < d["@"]:
+                d["name"], d["@"] = name, key
             d["count"] += 1
             quals = _jsonl(sorted((q.get("name") or q.get("ui") or "") + ("*" if q.get("major") else "")
                                   for q in qualifiers)) if qualifiers else "[]"
@@ -619,10 +717,11 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
                 pt_rows.append((key, name, pt.get("ui") if isinstance(pt, dict) else None))
         labels, terms = [], []
         if not stub:
-            for cid, best, score, evidence in match_paper(p, lexicon):
+            concept_counts = self.concept_counts
+            for cid, best, score, evidence in match_paper(p, self.lexicon):
                 pc_rows.append((key, cid, best, score, _jsonl(evidence)))
-                labels.append(concept_labels[cid])
-                terms.append(concept_terms[cid])
+                labels.append(self.concept_labels[cid])
+                terms.append(self.concept_terms[cid])
                 concept_counts[cid] = concept_counts.get(cid, 0) + 1
         # rows go in primary-key order: papers are visited sorted, each paper's own rows sorted here
         for rows, start in zip((mesh_rows, kw_rows, pt_rows, pc_rows), starts):
@@ -647,13 +746,13 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             display = _authors_display(names)
             if display and fields.get("et_al") and not display.endswith("et al."):
                 display += ", et al."
-        paper_rows.append((
+        self.papers.append((
             key, pmid, doi, p.get("pmcid"), p.get("title"),
             paper_label(names[0] if names else None, year, journal_iso or journal_title, p.get("title"), key),
             p.get("abstract"),
             journal_title, journal_iso, jkey, year, p.get("pub_date"), p.get("volume"), p.get("issue"),
             p.get("pages"), ", ".join(langs) or None, p.get("kind"), source,
-            1 if key in seeds else 0, None, 0 if stub else 1, display,
+            1 if key in self.seeds else 0, None, 0 if stub else 1, display,
             names[0] if names else None, len(names),
             0 if p.get("authors_complete") is False or (stub and p.get("_fields", {}).get("et_al")) else 1,
             f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/" if pmid else None,
@@ -663,56 +762,126 @@ def _write_base(db, conn, papers, remap, reader, lexicon, paths) -> dict:
             "; ".join(mesh_names) or None,
             "; ".join(kws) or None,
             "; ".join(names + fore_names) or None,
-            "; ".join(terms) or None,
-            None, None, None, None, None))
+            "; ".join(terms) or None))
 
+    def flush(self, conn):
+        """Insert the per-paper table rows gathered so far (papers rows wait for their graph measures)."""
+        for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
+                            ("publication_types", self.pt), ("paper_concepts", self.pc)):
+            _load_rows(conn, table, rows)
+            rows.clear()
+
+    def paper_rows(self, measures: dict, index: dict):
+        """papers rows with their graph measures: hop and the five measure columns filled in."""
+        columns = measures["columns"]
+        for row in self.papers:
+            indeg, outdeg, pr, hop, component, community = columns[index[row[0]]]
+            yield row[:19] + (hop,) + row[20:] + (indeg, outdeg, pr, component, community)
+
+    def journal_rows(self, keys=None):
+        return ((k, r.get("title"), r.get("iso"), r.get("issn"), r.get("issn_linking"), r.get("nlm_id"),
+                 r.get("country"), r["count"]) for k, r in sorted(self.journals.items()) if keys is None or k in keys)
+
+    def author_rows(self, keys=None):
+        return ((k, r["name"], r.get("last_name"), r.get("fore_name"), r.get("initials"), r.get("collective"),
+                 r.get("orcid"), r["count"]) for k, r in sorted(self.authors.items()) if keys is None or k in keys)
+
+    def descriptor_rows(self, keys=None):
+        trees = self.lexicon.trees
+        return ((ui, d["name"], _jsonl(list(trees.get(ui, ()))), d["count"])
+                for ui, d in sorted(self.descriptors.items()) if keys is None or ui in keys)
+
+
+def _edge_index_arrays(ids, pairs):
+    """citing and cited index arrays (over the sorted ids) of sorted edge pairs."""
+    import numpy as np
+
+    index = {k: i for i, k in enumerate(ids)}
+    src = np.fromiter((index[a] for a, _b in pairs), dtype=np.int64, count=len(pairs))
+    dst = np.fromiter((index[b] for _a, b in pairs), dtype=np.int64, count=len(pairs))
+    return index, src, dst
+
+
+PARALLEL_MIN_EDGES = 100_000     # above this, the graph measures run in a second process beside the row building
+
+
+def _start_measures(ids, src, dst, seeds, stub):
+    """Start computing the graph measures: in a forked second process on large graphs (the build's rows are
+    made meanwhile), else in this one. Returns a function giving the result."""
+    from . import graph
+
+    if len(src) >= PARALLEL_MIN_EDGES and hasattr(os, "fork"):
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+        future = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub)
+
+        def result():
+            try:
+                return future.result()
+            finally:
+                pool.shutdown(wait=True)
+        return result
+    return lambda: graph.compute_measures(ids, src, dst, seeds, stub)
+
+
+def _write_base(db, conn, papers, remap, reader, lexicon, say, timings):
+    """Papers, authors, journals, MeSH, keywords, citations and concept matches, with the graph measures
+    computed beside them; returns (counts, measures, state for kb.incremental)."""
+    t = time.perf_counter()
+    deleted = reader.deleted
+    edges, stubs = _collect_edges(papers.items(), reader.citations, papers, remap, deleted)
+    seeds = {remap(s.get("id")) for s in reader.seeds if s.get("id")} - deleted
+    # Stub papers for every id an edge or seed names that has no record.
+    stub_ids = {k for e in edges for k in e if k not in papers} | {k for k in seeds if k not in papers}
+    for key in stub_ids:
+        papers[key] = _stub_paper(key, sorted(stubs.get(key, ())))
+    ids = sorted(papers)
+    pairs = sorted(edges)
+    index, src, dst = _edge_index_arrays(ids, pairs)
+    import numpy as np
+
+    stub_mask = np.zeros(len(ids), dtype=bool)
+    stub_mask[[index[k] for k in stub_ids]] = True
+    measures_result = _start_measures(ids, src, dst, sorted(index[k] for k in seeds), stub_mask)
+    timings["edges"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     _create_tables(db)
-    _load_rows(conn, "journals", ((k, r.get("title"), r.get("iso"), r.get("issn"), r.get("issn_linking"),
-                                   r.get("nlm_id"), r.get("country"), r["count"])
-                                  for k, r in sorted(journals.items())))
-    _load_rows(conn, "authors", ((k, r["name"], r.get("last_name"), r.get("fore_name"), r.get("initials"),
-                                  r.get("collective"), r.get("orcid"), len(r["papers"]))
-                                 for k, r in sorted(authors.items())))
-    _load_rows(conn, "papers", paper_rows)
-    _load_rows(conn, "paper_authors", pa_rows)
-    trees = lexicon.trees
-    _load_rows(conn, "mesh_descriptors", ((ui, d["name"], _jsonl(list(trees.get(ui, ()))), d["count"])
-                                          for ui, d in sorted(descriptors.items())))
-    _load_rows(conn, "paper_mesh", mesh_rows)
-    _load_rows(conn, "keywords", kw_rows)
-    _load_rows(conn, "publication_types", pt_rows)
-    cit_rows = []
-    source_lists: dict[str, str] = {}
-    stub_ids = {k for k, p in papers.items() if p.get("_stub")}
-    for pair in sorted(edges):
-        e = edges[pair]
-        if isinstance(e, tuple):                      # one source: the common case
-            first, raw = e
-            listed = source_lists.get(first)
-            if listed is None:
-                listed = source_lists[first] = _jsonl([first])
-        else:
-            sources = sorted(e, key=lambda s: (s != REFLIST_SOURCE, s))
-            first = sources[0]
-            raw = next((e[s] for s in sources if e[s]), None)
-            listed = _jsonl(sorted(e))
-        cit_rows.append((pair[0], pair[1], raw, first, listed, 0 if pair[1] in stub_ids else 1))
-    _load_rows(conn, "citations", cit_rows)
-    from .completeness import citation_source_rows, coverage_rows
-
-    _load_rows(conn, "citation_sources", citation_source_rows(edges))
-    _load_rows(conn, "paper_coverage", coverage_rows(reader.coverage, remap, papers))
+    rows = _Rows(lexicon, seeds)
+    for n, key in enumerate(ids, 1):
+        rows.add(key, papers[key])
+        papers[key] = None                    # the record is done with: free it
+        if n % 20000 == 0:
+            rows.flush(conn)
+    rows.flush(conn)
+    _load_rows(conn, "journals", rows.journal_rows())
+    _load_rows(conn, "authors", rows.author_rows())
+    _load_rows(conn, "mesh_descriptors", rows.descriptor_rows())
+    _load_rows(conn, "citations", _citation_rows(pairs, edges, stub_ids))
+    _load_rows(conn, "citation_sources", _citation_source_rows(pairs, edges))
+    _load_rows(conn, "paper_coverage", _coverage_rows(reader.coverage, remap, papers))
     _load_rows(conn, "similar_articles", _similar_rows(reader.similar, remap, papers))
     _load_rows(conn, "concepts", ((c.id, c.label, c.description, _jsonl(c.mesh), _jsonl(c.tree_prefixes),
                                    _jsonl(c.synonyms), _jsonl(c.patterns + c.case_sensitive_patterns),
-                                   _jsonl(c.entry()), concept_counts.get(c.id, 0), None, None)
+                                   _jsonl(c.entry()), rows.concept_counts.get(c.id, 0), None, None)
                                   for c in sorted(lexicon.concepts, key=lambda c: c.id)))
-    _load_rows(conn, "paper_concepts", pc_rows)
-    resolved_at = list(SCHEMA["papers"][0]).index("resolved")
-    return {"papers": len(paper_rows), "resolved_papers": sum(1 for r in paper_rows if r[resolved_at]),
-            "stub_papers": sum(1 for r in paper_rows if not r[resolved_at]), "citations": len(cit_rows),
-            "authors": len(authors), "journals": len(journals), "mesh_descriptors": len(descriptors),
-            "paper_concepts": len(pc_rows), "seeds": len(seeds), "deleted": len(deleted)}
+    timings["rows"] = time.perf_counter() - t
+    t = time.perf_counter()
+    measures = measures_result()
+    timings["wait_graph"] = time.perf_counter() - t
+    _load_rows(conn, "papers", rows.paper_rows(measures, index))
+    counts = {"papers": len(ids), "resolved_papers": len(ids) - len(stub_ids), "stub_papers": len(stub_ids),
+              "citations": len(pairs), "authors": len(rows.authors), "journals": len(rows.journals),
+              "mesh_descriptors": len(rows.descriptors), "paper_concepts": sum(rows.concept_counts.values()),
+              "seeds": len(seeds), "deleted": len(deleted)}
+    state = {"ids": ids, "src": src.astype(np.int32), "dst": dst.astype(np.int32), "measures": measures,
+             "journals": rows.journals, "authors": rows.authors, "descriptors": rows.descriptors,
+             "stub_raws": {k: stubs[k] for k in stub_ids if k in stubs}, "seeds": seeds, "deleted": deleted,
+             "coverage": reader.coverage, "similar": reader.similar, "mesh": reader.mesh,
+             "doi_to_pmid": getattr(remap, "doi_to_pmid", {})}
+    return counts, measures, state
 
 
 def records_source(data_dir) -> tuple[Path, str | None]:
@@ -733,8 +902,9 @@ def records_source(data_dir) -> tuple[Path, str | None]:
                      f"(the Kato 2011 seed paper's neighbourhood) from {default}.")
 
 
-def build_command(data_dir, db_path, lexicon, seeds=()):
-    """`kb build`: pick the records (data dir, ./kb-data, or the embedded default), build, print a summary."""
+def build_command(data_dir, db_path, lexicon, seeds=(), full: bool = False):
+    """`kb build`: pick the records (data dir, ./kb-data, or the embedded default), build, print a summary.
+    Incremental (kb.incremental) when the database exists and its records only grew, unless `full`."""
     import click
 
     data_dir, said = records_source(data_dir)
@@ -743,9 +913,21 @@ def build_command(data_dir, db_path, lexicon, seeds=()):
     files = record_files(data_dir)
     if not files:
         raise NotFound(f"no record files (*.jsonl) in {data_dir}")
-    summary = build(files, db_path, lexicon_path=lexicon, seeds=seeds,
-                    progress=lambda message: click.echo(f"  {message}", err=True))
+    progress = lambda message: click.echo(f"  {message}", err=True)  # noqa: E731
+    summary = None
+    if not full and Path(db_path).is_file():
+        from . import incremental
+
+        try:
+            summary = incremental.build_incremental(files, db_path, lexicon_path=lexicon, seeds=seeds,
+                                                    progress=progress)
+        except incremental.Fallback as why:
+            click.echo(f"Full build: {why}.", err=True)
+    if summary is None:
+        summary = build(files, db_path, lexicon_path=lexicon, seeds=seeds, progress=progress)
     c = summary["counts"]
+    if summary.get("incremental"):
+        click.echo("Incremental build: the new records were added to the existing database.", err=True)
     click.echo(f"Wrote {db_path}: {c['papers']} papers ({c['stub_papers']} known only from references), "
                f"{c['citations']} citations, {c['paper_concepts']} paper-concept links, "
                f"{c['concept_edges']} concept edges in {summary['timings']['total']:.1f}s.")

@@ -9,7 +9,7 @@ from fake_eutils import FakeEutils
 from fake_sources import FakeSources, sources_corpus
 from kb.eutils import Eutils
 from kb.harvest import harvest
-from kb.pages import register_sql_functions
+from kb.ids import register_sql_functions
 from kb.publish import make_datasette
 from kb.sources import http as source_http
 

@@ -1,4 +1,4 @@
-"""kb/facetpass.py: every facet of a page from one query gives exactly what the per-facet SQL gives."""
+"""kb/publish/facetpass.py: every facet of a page from one query gives exactly what the per-facet SQL gives."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from test_load import generate_records
 
-from kb.facetpass import column_counts, list_counts
+from kb.publish.facetpass import column_counts, list_counts
 from kb.records import write_records
 
 COLUMN_FACETS = ("year", "journal_id", "hop", "is_seed", "resolved")
@@ -77,7 +77,7 @@ def test_unusual_values_are_left_to_sql():
 
 def test_table_page_facets_unchanged(kb_db):
     """The papers page of a search gives the same facets with the one-query pass as with one query per facet."""
-    from kb import facetpass, plugin
+    from kb.publish import facetpass, plugin
     from kb.publish import make_datasette
 
     async def facets(path):

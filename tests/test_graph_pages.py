@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 from largekb import large_kb  # noqa: F401  (the session fixture)
 
-from kb import graphview
+from kb.publish import graphview
 from kb.publish import make_datasette
 
 LABEL = re.compile(r"^[A-Z][A-Za-z' -]+ (19|20)\d\d$")

@@ -25,7 +25,7 @@ from serving import kb_serve
 import yaml
 
 from kb.export import query_parameters
-from kb.pages import register_sql_functions
+from kb.ids import register_sql_functions
 from kb.records import provenance, write_records
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The explorer's pages (kb/pages.py and kb/templates): paper links from canned queries, identifiers as people
+"""The explorer's pages (kb/publish/pages.py and kb/publish/templates): paper links from canned queries, identifiers as people
 type them, the paper page (the paper first, then its neighbourhood), the concept page, readable table pages,
 the start page's search, the 404 page and page titles.
 
@@ -23,16 +23,16 @@ import yaml
 from datasette.utils import tilde_encode
 from largekb import large_kb  # noqa: F401  (session fixture)
 
-from kb import pages, plugin
-from kb.paths import default_dataset
-from kb.publish import make_datasette
+from kb.ids import identifier_part
+from kb.paths import default_dataset, metadata_file
+from kb.publish import make_datasette, pages, plugin
 from kb.records import read_records, record_files, write_records
 from kb.store import build
 
 PUBLISH_RECORDS = Path(__file__).parent / "fixtures" / "publish" / "records.jsonl"
 KATO = "doi:10.1007/s12185-011-0842-7"
 TAKEMOTO = "doi:10.1111/j.1442-200x.2004.01921.x"
-QUERIES = yaml.safe_load((plugin.PACKAGE_DIR.parent / "metadata.yml").read_text())["databases"]["kb"]["queries"]
+QUERIES = yaml.safe_load(metadata_file().read_text())["databases"]["kb"]["queries"]
 
 
 def row_path(pk: str) -> str:
@@ -143,7 +143,7 @@ def test_render_cell_links_only_paper_keys_and_escapes():
     ("nonsense", "pmid", None), ("21547618", "doi", None), (None, "pmid", None),
 ])
 def test_identifier_part(typed, kind, value):
-    assert pages.identifier_part(typed, kind) == value
+    assert identifier_part(typed, kind) == value
 
 
 async def test_bare_identifiers_and_links_work_in_canned_queries(large_ds, large_kb):  # noqa: F811

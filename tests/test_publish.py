@@ -17,9 +17,9 @@ import pytest
 import yaml
 from datasette.utils import tilde_encode
 
-from kb import plugin
-from kb.publish import load_metadata, make_datasette, serve_command
-from kb.pages import register_sql_functions
+from kb.ids import register_sql_functions
+from kb.paths import metadata_file
+from kb.publish import load_metadata, make_datasette, plugin, serve_command
 from kb.records import read_records
 from serving import free_port
 
@@ -59,7 +59,7 @@ def row_path(pk):
 
 
 def metadata():
-    return yaml.safe_load(Path(plugin.PACKAGE_DIR.parent / "metadata.yml").read_text())
+    return yaml.safe_load(metadata_file().read_text())
 
 
 # --------------------------------------------------------------------------------------------------- metadata
@@ -112,7 +112,7 @@ async def test_home_and_database_pages_link_to_the_graphs(ds):
 async def test_title_and_description_come_from_kb_meta(ds, db_path, tmp_path):
     """A KB not built from the embedded default is titled by its kb_meta (written by kb build), or generically
     when that has none; never by metadata.yml's text about the Kato 2011 seed paper."""
-    from kb.publish import GENERIC_DESCRIPTION, GENERIC_TITLE
+    from kb.publish.serve import GENERIC_DESCRIPTION, GENERIC_TITLE
 
     meta = dict(sqlite3.connect(db_path).execute("select key, value from kb_meta"))
     shown = (await ds.client.get("/-/metadata.json")).json()
@@ -595,17 +595,17 @@ async def test_static_files_come_from_installed_packages(ds):
     assert {"vis-network.min.js", "vis-network.css", "plotly.min.js"} <= set(vendor)
     assert "pyvis" in str(vendor["vis-network.min.js"]) and "plotly" in str(vendor["plotly.min.js"])
     for name in ("vis-network.min.js", "vis-network.css", "plotly.min.js", "kb-graph.js", "kb-timeline.js", "kb.css"):
-        response = await ds.client.get(f"/-/kb/static/{name}")
+        response = await ds.client.get(f"/-/kb/publish/static/{name}")
         assert response.status_code == 200, name
         assert "max-age=31536000" in response.headers["cache-control"]
         assert len(response.content) > 100
-    plain = await ds.client.get("/-/kb/static/vis-network.min.js")
+    plain = await ds.client.get("/-/kb/publish/static/vis-network.min.js")
     assert plain.content == vendor["vis-network.min.js"].read_bytes()
-    gz = await ds.client.get("/-/kb/static/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    gz = await ds.client.get("/-/kb/publish/static/plotly.min.js", headers={"Accept-Encoding": "gzip"})
     assert gz.headers["content-encoding"] == "gzip"
-    sneaky = await ds.client.get("/-/kb/static/..%2Fplugin.py")
+    sneaky = await ds.client.get("/-/kb/publish/static/..%2Fplugin.py")
     assert sneaky.status_code != 200 and b"hookimpl" not in sneaky.content
-    assert (await ds.client.get("/-/kb/static/missing.js")).status_code == 404
+    assert (await ds.client.get("/-/kb/publish/static/missing.js")).status_code == 404
 
 
 # ------------------------------------------------------------------------------------------------ render_cell
@@ -702,7 +702,7 @@ def test_serve_command_builds_when_missing(tmp_path, monkeypatch, capsys):
 
 
 async def test_warm_up_fills_the_caches(db_path):
-    from kb.publish import warm_up
+    from kb.publish.serve import warm_up
 
     plugin._facet_cache.clear()
     plugin._aggregate_cache.clear()

@@ -1,4 +1,4 @@
-"""`kb serve --processes N` (kb/serve_pool.py): several Datasette processes over one immutable database."""
+"""`kb serve --processes N` (kb/publish/serve_pool.py): several Datasette processes over one immutable database."""
 
 from __future__ import annotations
 

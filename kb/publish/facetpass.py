@@ -4,7 +4,7 @@ Datasette counts each facet with its own query over the filtered rows. When the 
 each of those queries runs the search again and looks up every matching paper again: for a word found in
 20,000 of 116,000 papers that is ~70 ms per facet, so ~0.6 s for the papers table's eight facets. Here one query
 reads the facet columns of the matching rows once and the counts are made in Python, with the same results
-as the SQL of kb's facet classes (kb.plugin.CachedColumnFacet and ListFacet): the same values, counts, order
+as the SQL of kb's facet classes (kb.publish.plugin.CachedColumnFacet and ListFacet): the same values, counts, order
 (count descending, then value in SQLite's order) and cut-off. Any value that SQL and Python might see differently
 (a BLOB, mixed types in one column, a list column that is not a JSON list of strings) leaves that facet to its
 own SQL query, so the results never differ.

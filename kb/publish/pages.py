@@ -1,7 +1,7 @@
 """The explorer's pages beside Datasette's own: the paper page's data, the concept page, the start page's
 search, identifier resolution for canned queries, and the notes that explain an empty result.
 
-kb/plugin.py keeps the hook implementations and calls in here; every query is indexed and capped, so the pages
+kb/publish/plugin.py keeps the hook implementations and calls in here; every query is indexed and capped, so the pages
 stay fast on a knowledge base of 100,000 papers.
 """
 
@@ -16,8 +16,6 @@ from datasette.utils import tilde_encode
 from datasette.utils.asgi import Response
 from markupsafe import Markup
 
-from .errors import KbError
-from .ids import classify
 
 LIST_CAP = 20            # similar papers, prior and derivative works shown on a paper's page
 NEIGHBOURHOOD_CAP = 300  # references and citers (the most central) read for prior/derivative works
@@ -41,23 +39,6 @@ HOWTO = "a PMID, a DOI, a PMCID, a PubMed, doi.org or PMC link, or a key from th
 # ---------------------------------------------------------------------------------------------------------------
 # Identifiers typed by people, as SQL functions and in Python.
 
-def identifier_part(text, kind):
-    """The canonical PMID, DOI or PMCID (`kind`) in what someone typed or pasted, or None.
-
-    Registered as the SQL function kb_ref(text, kind), so canned queries accept `21547618`,
-    `https://doi.org/10.1007/...` or `PMC3110398` wherever they ask for a paper."""
-    if text is None or kind not in ("pmid", "doi", "pmcid"):
-        return None
-    try:
-        ident = classify(str(text))
-    except KbError:
-        return None
-    return ident.value if ident.kind == kind else None
-
-
-def register_sql_functions(conn: sqlite3.Connection) -> None:
-    """Add kb_ref() to a SQLite connection (Datasette's, or yours to run the canned queries by hand)."""
-    conn.create_function("kb_ref", 2, identifier_part, deterministic=True)
 
 
 # The SQL fragment the canned queries use: the papers.id that what was typed into :name names, if any.
@@ -308,7 +289,7 @@ async def seeds(datasette, db) -> list:
 
 async def start_vars(datasette, db) -> dict:
     """The start page's search box, counts and seed papers (its title and description are kb_meta's, set as
-    Datasette's metadata by kb.publish)."""
+    Datasette's metadata by kb.publish.serve)."""
     counts = (await db.execute("select count(*), coalesce(sum(resolved), 0) from papers")).first()
     return {"kb_start": {"seeds": await seeds(datasette, db), "papers": counts[0], "resolved": counts[1],
                          "search_url": datasette.urls.path("/-/kb/search")}}

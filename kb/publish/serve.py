@@ -9,14 +9,14 @@ from pathlib import Path
 import click
 import yaml
 
-from .errors import KbError
-from .paths import metadata_file
+from ..errors import KbError
+from ..paths import metadata_file
 
 # The database name metadata.yml is written for; another file name is mapped onto it.
 METADATA_DATABASE = "kb"
 
 # Datasette settings for a class browsing a read-only knowledge base: bounded queries; facets of a filtered
-# table get Datasette's usual 200 ms (those of the whole table are computed once, see kb.plugin); no facet
+# table get Datasette's usual 200 ms (those of the whole table are computed once, see kb.publish.plugin); no facet
 # suggestions (each costs a query per column per page view).
 SETTINGS = {
     "default_page_size": 50,
@@ -76,8 +76,8 @@ def _default_fingerprint() -> list[dict]:
     """What kb_meta.built_from says for a build of the embedded default dataset (its files and their sha256)."""
     import hashlib
 
-    from .paths import default_dataset
-    from .records import record_files
+    from ..paths import default_dataset
+    from ..records import record_files
 
     try:
         files = record_files(default_dataset())
@@ -124,8 +124,8 @@ def _register_plugin() -> None:
 
     from . import plugin
 
-    if not pm.is_registered(plugin) and pm.get_plugin("kb.plugin") is None:
-        pm.register(plugin, name="kb.plugin")
+    if not pm.is_registered(plugin) and pm.get_plugin("kb.publish.plugin") is None:
+        pm.register(plugin, name="kb.publish.plugin")
 
 
 def make_datasette(db_path: str | Path, *, metadata: dict | None = None, settings: dict | None = None,
@@ -203,9 +203,9 @@ def _stale(db_path: Path, data_dir) -> str | None:
     """Why an existing database should be rebuilt before serving: its data directory (given, or ./kb-data)
     has record files newer than it, e.g. after a `kb fetch`. The embedded default never triggers this,
     so a database made elsewhere is not replaced by it."""
-    from .paths import default_dataset
-    from .records import record_files
-    from .store import records_source
+    from ..paths import default_dataset
+    from ..records import record_files
+    from ..store import records_source
 
     source, _ = records_source(data_dir)
     if source.resolve() == default_dataset().resolve():
@@ -223,8 +223,8 @@ def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: in
     --rebuild asks to build it there. Paths and the address are checked before anything is built or created."""
     import uvicorn
 
-    from .paths import DEFAULT_DB, existing_dir, output_file
-    from .store import build_command
+    from ..paths import DEFAULT_DB, existing_dir, output_file
+    from ..store import build_command
 
     if data_dir is not None:
         existing_dir(data_dir, "--data")
@@ -249,7 +249,7 @@ def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: in
         rebuild = True
     if rebuild:
         build_command(data_dir=data_dir, db_path=db_path, lexicon=None)
-    if processes > 1:  # kb/serve_pool.py: each worker process builds and warms up its own Datasette
+    if processes > 1:  # kb/publish/serve_pool.py: each worker process builds and warms up its own Datasette
         make_datasette(db_path)  # fail here, with one line, on a bad database or metadata
     else:
         ds = make_datasette(db_path)

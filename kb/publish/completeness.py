@@ -30,31 +30,6 @@ def source_group(source: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Build side (called from kb.store._write_base)
-
-def citation_source_rows(edges: dict):
-    """(citing_id, cited_id, source) for every edge and each of its sources, in primary-key order."""
-    for pair in sorted(edges):
-        e = edges[pair]
-        for source in ([e[0]] if isinstance(e, tuple) else sorted(e)):
-            yield (pair[0], pair[1], source)
-
-
-def coverage_rows(records, remap, papers) -> list[tuple]:
-    """paper_coverage rows from coverage records: DOI keys folded into PMID keys like papers, one row per
-    (paper, source) (the later record wins, as in a merged records file), papers the build kept only."""
-    rows: dict[tuple, tuple] = {}
-    for r in records:
-        paper = remap(r.get("paper"))
-        source = r.get("source")
-        if not paper or not source or paper not in papers:
-            continue
-        rows[(paper, source)] = (paper, source, r.get("references"), r.get("citers"), r.get("stated_references"),
-                                 r.get("status") or "ok", r.get("message"))
-    return [rows[k] for k in sorted(rows)]
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # The page
 
 async def _tables(db) -> set:

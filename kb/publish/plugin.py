@@ -1,7 +1,7 @@
 """kb's Datasette plugin: citation and concept graph pages, a timeline, outbound links and a richer paper page.
 
 Every script and stylesheet is served by this plugin from installed packages (vis-network from pyvis,
-plotly.js from plotly) or from kb/static, so the pages work with no internet.
+plotly.js from plotly) or from kb/publish/static, so the pages work with no internet.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from datasette.utils import escape_sqlite, path_with_added_args, path_with_remov
 from datasette.utils.asgi import NotFound, Response
 from markupsafe import Markup
 
+from ..ids import register_sql_functions
 from . import completeness  # the citation sources' completeness page
 from . import facetpass  # every facet of a page from one query
 from . import graphview
@@ -53,7 +54,7 @@ def _package_dir(name: str) -> Path | None:
 
 
 def vendor_files() -> dict[str, Path]:
-    """Library assets served under /-/kb/static/: vis-network (shipped in pyvis) and plotly.js (shipped in plotly)."""
+    """Library assets served under /-/kb/publish/static/: vis-network (shipped in pyvis) and plotly.js (shipped in plotly)."""
     files = {}
     pyvis = _package_dir("pyvis")
     if pyvis:
@@ -91,7 +92,7 @@ def static_url(datasette, name: str) -> str:
     """URL of a static file, versioned by content so that it can be cached for a year."""
     entry = _static_file(name)
     version = entry[2] if entry else "missing"
-    return datasette.urls.path(f"/-/kb/static/{name}?v={version}")
+    return datasette.urls.path(f"/-/kb/publish/static/{name}?v={version}")
 
 
 async def static_view(request):
@@ -185,7 +186,7 @@ async def _concept_labels(db) -> dict[str, str]:
 
 async def citation_graph(datasette, filters: dict) -> dict:
     """Nodes (papers) and edges (citations) for the citation graph page: a connected selection of at most `limit`
-    papers, grown from the seeds or the focus (kb.graphview says how)."""
+    papers, grown from the seeds or the focus (kb.publish.graphview says how)."""
     db = await _require_kb(datasette)
     return await _cached(db, ("citations",) + _filter_key(filters, GRAPH_FILTER_NAMES),
                          lambda: graphview.citation_json(datasette, db, filters))
@@ -488,7 +489,7 @@ def register_output_renderer(datasette):
 @hookimpl
 def register_routes():
     return [
-        (r"^/-/kb/static/(?P<path>[A-Za-z0-9_][A-Za-z0-9_.-]*)$", static_view),
+        (r"^/-/kb/publish/static/(?P<path>[A-Za-z0-9_][A-Za-z0-9_.-]*)$", static_view),
         (r"^/-/kb/citations$", citations_page),
         (r"^/-/kb/citations\.json$", citations_json),
         (r"^/-/kb/concepts$", concepts_page),
@@ -508,7 +509,7 @@ def register_routes():
 
 @hookimpl
 def prepare_jinja2_environment(env):
-    """Put kb/templates before Datasette's defaults (a module-level plugin's templates are not found on its own)."""
+    """Put kb/publish/templates before Datasette's defaults (a module-level plugin's templates are not found on its own)."""
     from jinja2 import ChoiceLoader, FileSystemLoader
 
     loader = env.loader
@@ -548,7 +549,7 @@ def handle_exception(datasette, request, exception):
 @hookimpl
 def prepare_connection(conn):
     """kb_ref(text, kind): the canned queries accept PMIDs, DOIs, PMCIDs and links wherever a paper is asked for."""
-    pages.register_sql_functions(conn)
+    register_sql_functions(conn)
     # Read database pages straight from the operating system's cache (memory-mapped) instead of copying each into
     # SQLite's own 2 MB cache: a search's facets read thousands of rows (~30 % faster at 100,000 papers). SQLite
     # caps the size at its compile-time maximum; kb build replaces a database by renaming, never truncating it.
@@ -558,7 +559,7 @@ def prepare_connection(conn):
 @hookimpl
 def render_cell(value, column, table=None, database=None, datasette=None):
     """PMIDs link to PubMed, DOIs to doi.org, PMCIDs to PubMed Central, paper keys in query results to the paper's
-    page (kb.pages); everything escaped."""
+    page (kb.publish.pages); everything escaped."""
     if value is None or not isinstance(value, (str, int)) or isinstance(value, bool):
         return None
     text = str(value).strip()
@@ -654,7 +655,7 @@ class CachedFacetMixin:
             _facet_cache.move_to_end(key)
             return _facet_cache[key]
         if all_facets and not db.is_mutable:
-            # kb/facetpass.py: one query for every facet of the page (a search is then run once, not per facet)
+            # kb/publish/facetpass.py: one query for every facet of the page (a search is then run once, not per facet)
             def store(facet_sql, rows):
                 _facet_cache[self._facet_key(db, facet_sql)] = rows
 
@@ -713,7 +714,7 @@ class CachedColumnFacet(CachedFacetMixin, ColumnFacet):
     """Datasette's column facet (foreign keys shown by their labels), cached. In metadata.yml: ``- kb_column: col``."""
 
     type = "kb_column"
-    kind = "column"  # kb/facetpass.py counts it like facet_sql below
+    kind = "column"  # kb/publish/facetpass.py counts it like facet_sql below
 
     def facet_sql(self, col: str, limit: int) -> str:
         return (f"select {col} as value, count(*) as count from ({self.sql}) where {col} is not null "
@@ -738,7 +739,7 @@ class ListFacet(CachedFacetMixin, ArrayFacet):
     """
 
     type = "kb_list"
-    kind = "list"  # kb/facetpass.py counts it like facet_sql below
+    kind = "list"  # kb/publish/facetpass.py counts it like facet_sql below
 
     def facet_sql(self, col: str, limit: int) -> str:
         return (f"select j.value as value, count(*) as count from ({self.sql}) as kb_rows, "

@@ -20,7 +20,7 @@ import os
 import threading
 from pathlib import Path
 
-from .errors import KbError
+from ..errors import KbError
 
 ENV_DB = "KB_SERVE_DB"
 
@@ -28,7 +28,7 @@ ENV_DB = "KB_SERVE_DB"
 def _warm(ds) -> None:
     """Startup hooks and warm-up in a thread of their own: the factory below is called while uvicorn's event
     loop is already running, where asyncio.run() is not allowed."""
-    from .publish import warm_up
+    from .serve import warm_up
 
     failure: list[BaseException] = []
 
@@ -48,7 +48,7 @@ def _warm(ds) -> None:
 
 def app():
     """ASGI application factory for one worker process (uvicorn --factory): the database comes from KB_SERVE_DB."""
-    from .publish import make_datasette
+    from .serve import make_datasette
 
     db = os.environ.get(ENV_DB)
     if not db:
@@ -64,7 +64,7 @@ def _worker(db: str, host: str, port: int) -> None:
 
     import uvicorn
 
-    from .publish import make_datasette, warm_up
+    from .serve import make_datasette, warm_up
 
     ds = make_datasette(Path(db))
     asyncio.run(ds.invoke_startup())
@@ -92,7 +92,7 @@ def serve_processes(db_path: str | os.PathLike, host: str, port: int, processes:
         import uvicorn
 
         os.environ[ENV_DB] = db
-        uvicorn.run("kb.serve_pool:app", factory=True, host=host, port=port, workers=processes,
+        uvicorn.run("kb.publish.serve_pool:app", factory=True, host=host, port=port, workers=processes,
                     log_level="warning", lifespan="on")
         return
     ctx = multiprocessing.get_context("spawn")

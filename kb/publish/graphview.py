@@ -102,8 +102,8 @@ def resolve_paper(conn, text: str | None) -> str | None:
         return None
     if conn.execute("select 1 from papers where id = ?", (text,)).fetchone():
         return text
-    from .errors import KbError
-    from .ids import classify
+    from ..errors import KbError
+    from ..ids import classify
 
     try:
         ident = classify(text)

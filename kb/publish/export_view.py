@@ -1,7 +1,7 @@
 """Bibliographies of a Datasette result page: `.bib` (BibTeX), `.ris` (RIS) and `.csljson` (CSL-JSON) beside
 `.json` and `.csv` on every table, view and query page whose rows name papers.
 
-Registered as output renderers (Datasette's register_output_renderer hook, see kb.plugin), so the links appear
+Registered as output renderers (Datasette's register_output_renderer hook, see kb.publish.plugin), so the links appear
 under "This data as" on those pages and keep the page's filters, search and parameters. The papers are those
 of the result: on a table page every page of it (up to MAX_PAPERS), on a query page its rows (a query returns
 at most max_returned_rows). Rows name papers by a `paper` or `paper_id` column, or by `id` on the papers table
@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from . import export
+from .. import export
 
 # extension -> (kb.export format, content type, label)
 FORMATS = {
