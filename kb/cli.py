@@ -137,7 +137,9 @@ def import_(files, data_dir, seeds):
                    "default: the shipped datasets/concepts.yml")
 @click.option("--seed", "seeds", multiple=True, metavar="ID",
               help="Mark a paper as a seed (PMID, DOI, PMCID, URL or kb key; repeatable), besides the seed records")
-def build(data_dir, db_path, lexicon, seeds):
+@click.option("--full", is_flag=True,
+              help="Rebuild everything; by default only new records are added when the records only grew")
+def build(data_dir, db_path, lexicon, seeds, full):
     """Build the SQLite knowledge base from the records (default: the embedded seed dataset)."""
     from .paths import existing_file, output_file
     from .store import build_command
@@ -145,7 +147,7 @@ def build(data_dir, db_path, lexicon, seeds):
     output_file(db_path, "--db")          # a mistyped path is an error before anything is built or created
     if lexicon is not None and str(lexicon) != "auto":
         existing_file(lexicon, "--concepts")
-    build_command(data_dir=data_dir, db_path=db_path, lexicon=lexicon, seeds=seeds)
+    build_command(data_dir=data_dir, db_path=db_path, lexicon=lexicon, seeds=seeds, full=full)
 
 
 @cli.command()

@@ -330,20 +330,45 @@ def hops(n: int, src, dst, seeds) -> list:
     return [None if x < 0 else x for x in dist.tolist()]
 
 
-def store_measures(db, *, max_fanout: int = MAX_FANOUT, per_paper: int = SIMILAR_PER_PAPER,
-                   per_stub: int = SIMILAR_PER_STUB, seed: int = COMMUNITY_SEED) -> dict:
-    """Compute the per-paper measures and paper_similarity from the citations table and store them."""
-    conn = _conn(db)
-    ids, src, dst = _edge_arrays(conn)
+def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT,
+                     per_paper: int = SIMILAR_PER_PAPER, per_stub: int = SIMILAR_PER_STUB,
+                     seed: int = COMMUNITY_SEED, communities: bool = True) -> dict:
+    """Every per-paper measure and the kept paper_similarity pairs of a citation graph given as index arrays
+    over the sorted paper ids (`seeds`: seed indexes, `stub`: a boolean mask of works known only from a
+    reference list). Pure computation (no database), so that a build can run it in a second process.
+    communities=False leaves the community column None (see community_numbers, which computes it alone)."""
     n = len(ids)
-    index = {pid: i for i, pid in enumerate(ids)}
-    seeds = [index[r[0]] for r in conn.execute("SELECT id FROM papers WHERE is_seed = 1")]
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
     indeg = np.bincount(dst, minlength=n)
     outdeg = np.bincount(src, minlength=n)
     pr = pagerank(n, src, dst)
     dist = hops(n, src, dst, seeds)
-
     component = _numbered(_groups(components(n, src, dst).tolist()))
+    community, found, method = community_numbers(n, src, dst, seed) if communities else ({}, None, None)
+    keys, cocit, coupl = similarity(n, src, dst, max_fanout)
+    # Bound the table per paper, not globally: a pair stays when it is among the best `per_paper` of either
+    # paper (best `per_stub` for a work known only from a reference list), so every paper keeps its best pairs.
+    keep = top_pairs(n, keys, cocit + coupl, np.asarray(stub, dtype=bool), per_paper, per_stub)
+    keys, cocit, coupl = keys[keep], cocit[keep], coupl[keep]
+    get = community.get
+    columns = [(int(indeg[i]), int(outdeg[i]), round(float(pr[i]), 12), dist[i], component[i], get(i))
+               for i in range(n)]
+    return {"columns": columns, "pair_keys": keys, "cocitations": cocit, "coupling": coupl,
+            "summary": {"similar_pairs": len(keys), "components": len(set(component.values())),
+                        "communities": found, "community_method": method,
+                        "similarity_max_fanout": max_fanout,
+                        "similarity_per_paper": f"the {per_paper} most similar papers of each paper with its own "
+                                                f"record and the {per_stub} of each work known only from a "
+                                                f"reference list (ties: papers with their own record first, then "
+                                                f"by id)"}}
+
+
+def community_numbers(n: int, src, dst, seed: int = COMMUNITY_SEED) -> tuple:
+    """(node index -> community number, number of communities, method): Louvain on the undirected graph,
+    networkx's up to NX_LOUVAIN_MAX_EDGES edges, kb.graph.louvain above."""
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
     undirected = len(_sorted_unique(np.minimum(src, dst) * n + np.maximum(src, dst)))
     if undirected <= NX_LOUVAIN_MAX_EDGES:
         graph = nx.Graph()
@@ -355,33 +380,48 @@ def store_measures(db, *, max_fanout: int = MAX_FANOUT, per_paper: int = SIMILAR
     else:
         communities = _groups(louvain(n, src, dst, seed=seed))
         method = f"louvain (kb.graph.louvain over arrays, seed={seed}; graph above {NX_LOUVAIN_MAX_EDGES} edges)"
-    community = _numbered(communities)
+    return _numbered(communities), len(communities), method
 
-    conn.executemany(
-        "UPDATE papers SET citation_count_kb = ?, reference_count_kb = ?, pagerank = ?, hop = ?, component = ?, "
-        "community = ? WHERE id = ?",
-        ((int(indeg[i]), int(outdeg[i]), round(float(pr[i]), 12), dist[i], component[i], community[i], ids[i])
-         for i in range(n)))
 
-    keys, cocit, coupl = similarity(n, src, dst, max_fanout)
-    # Bound the table per paper, not globally: a pair stays when it is among the best `per_paper` of either
-    # paper (best `per_stub` for a work known only from a reference list), so every paper keeps its best pairs.
-    stub = np.zeros(n, dtype=bool)
-    if n:
-        stub[[index[r[0]] for r in conn.execute("SELECT id FROM papers WHERE resolved = 0")]] = True
-    keep = top_pairs(n, keys, cocit + coupl, stub, per_paper, per_stub)
-    keys, cocit, coupl = keys[keep], cocit[keep], coupl[keep]
+def with_communities(measures: dict, numbers: tuple) -> dict:
+    """Measures computed with communities=False, completed by community_numbers' result."""
+    community, found, method = numbers
+    measures["columns"] = [c[:5] + (community[i],) for i, c in enumerate(measures["columns"])]
+    measures["summary"].update(communities=found, community_method=method)
+    return measures
+
+
+MEASURE_COLUMNS = ("citation_count_kb", "reference_count_kb", "pagerank", "hop", "component", "community")
+
+
+def similarity_rows(ids, measures: dict):
+    """paper_similarity rows (paper_a, paper_b, cocitations, coupling) of computed measures, in key order."""
+    n = len(ids)
+    keys = measures["pair_keys"]
     a_idx = (keys // n).tolist() if n else []
     b_idx = (keys % n).tolist() if n else []
-    conn.executemany(
-        "INSERT INTO paper_similarity (paper_a, paper_b, cocitations, coupling) VALUES (?, ?, ?, ?)",
-        zip((ids[a] for a in a_idx), (ids[b] for b in b_idx), cocit.tolist(), coupl.tolist()))
-    return {"similar_pairs": len(keys), "components": len(set(component.values())),
-            "communities": len(communities), "community_method": method,
-            "similarity_max_fanout": max_fanout,
-            "similarity_per_paper": f"the {per_paper} most similar papers of each paper with its own record and "
-                                    f"the {per_stub} of each work known only from a reference list (ties: papers "
-                                    f"with their own record first, then by id)"}
+    return zip((ids[a] for a in a_idx), (ids[b] for b in b_idx), measures["cocitations"].tolist(),
+               measures["coupling"].tolist())
+
+
+def store_measures(db, *, measures: dict | None = None, ids=None, **options) -> dict:
+    """Store paper_similarity (and, when `measures` is not given, compute every measure from the citations
+    table and update the papers' measure columns); returns the summary."""
+    conn = _conn(db)
+    if measures is None:
+        ids, src, dst = _edge_arrays(conn)
+        index = {pid: i for i, pid in enumerate(ids)}
+        seeds = [index[r[0]] for r in conn.execute("SELECT id FROM papers WHERE is_seed = 1")]
+        stub = np.zeros(len(ids), dtype=bool)
+        if ids:
+            stub[[index[r[0]] for r in conn.execute("SELECT id FROM papers WHERE resolved = 0")]] = True
+        measures = compute_measures(ids, src, dst, seeds, stub, **options)
+        conn.executemany(
+            f"UPDATE papers SET {', '.join(c + ' = ?' for c in MEASURE_COLUMNS)} WHERE id = ?",
+            (cols + (pid,) for cols, pid in zip(measures["columns"], ids)))
+    conn.executemany("INSERT INTO paper_similarity (paper_a, paper_b, cocitations, coupling) VALUES (?, ?, ?, ?)",
+                     similarity_rows(ids, measures))
+    return measures["summary"]
 
 
 def store_concept_graph(db) -> dict:

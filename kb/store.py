@@ -415,6 +415,7 @@ def _bulk_pragmas(conn):
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA cache_size=-200000")
     conn.execute("PRAGMA temp_store=MEMORY")
+    conn.execute("PRAGMA threads=2")             # index builds may sort in a helper thread
 
 
 def _finish(db, conn, measures, ids, say, timings, incremental_update=False) -> dict:
@@ -802,28 +803,31 @@ def _edge_index_arrays(ids, pairs):
     return index, src, dst
 
 
-PARALLEL_MIN_EDGES = 100_000     # above this, the graph measures run in a second process beside the row building
+PARALLEL_MIN_EDGES = 100_000     # above this, the graph measures run in other processes beside the row building
 
 
-def _start_measures(ids, src, dst, seeds, stub):
-    """Start computing the graph measures: in a forked second process on large graphs (the build's rows are
-    made meanwhile), else in this one. Returns a function giving the result."""
+def _start_measures(ids, src, dst, seeds, stub, processes: int = 1):
+    """Start computing the graph measures: on large graphs in `processes` fresh processes (2: communities in
+    one, the other measures in the other), while this one makes the rows; else here. Returns a function
+    giving the result. The results do not depend on where they were computed."""
     from . import graph
 
-    if len(src) >= PARALLEL_MIN_EDGES and hasattr(os, "fork"):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
+    if len(src) < PARALLEL_MIN_EDGES:
+        return lambda: graph.compute_measures(ids, src, dst, seeds, stub)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
-        future = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub)
+    # spawned, not forked: a helper holds only the arrays it is given, not a copy of the build's records
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+    rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False)
+    numbers = pool.submit(graph.community_numbers, len(ids), src, dst)
 
-        def result():
-            try:
-                return future.result()
-            finally:
-                pool.shutdown(wait=True)
-        return result
-    return lambda: graph.compute_measures(ids, src, dst, seeds, stub)
+    def result():
+        try:
+            return graph.with_communities(rest.result(), numbers.result())
+        finally:
+            pool.shutdown(wait=True)
+    return result
 
 
 def _write_base(db, conn, papers, remap, reader, lexicon, say, timings):

@@ -168,7 +168,8 @@ def test_two_builds_same_content_and_rebuild_idempotent(tmp_path, built):
     assert dump(a) == dump(b) == dump(built[0])
     build(record_files(FIXTURE), a)                     # rebuild over an existing database
     assert dump(a) == dump(b)
-    assert sorted(os.listdir(tmp_path)) == ["a.db", "b.db"]
+    # beside each database, the state file of incremental builds (kb/incremental.py); no temporary files left
+    assert sorted(os.listdir(tmp_path)) == [".a.db.state", ".b.db.state", "a.db", "b.db"]
 
 
 def test_failed_build_leaves_old_database(tmp_path, built):

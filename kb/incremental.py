@@ -1,0 +1,450 @@
+"""Incremental `kb build`: when the record files only grew (new files, or lines appended to old ones), the new
+records are added to a copy of the existing database instead of rebuilding everything.
+
+What is reused and what is recomputed: the per-record work of the records already built (JSON parsing, merging,
+reference-text parsing of stubs, concept matching, row building, indexing and full-text indexing of their rows)
+stays in the database; the new records go through the same code as in a full build (kb.store). The global
+measures, which depend on the whole graph (degrees, PageRank, hops, components, communities, paper_similarity,
+the concept graph and its strengths), are recomputed from the stored tables with the same functions, and only
+the rows whose values changed are written. The result has the same table contents as a full build of the same
+files (tests/test_incremental.py compares them row by row).
+
+A full build leaves a state file beside the database (`.<db name>.state`, a pickle): the files and their sizes
+and sha256, and what the merge rules need that the tables do not hold (which paper gave each journal, author and
+MeSH field, the reference texts of the stubs, the DOI -> PMID map, the records of kinds that are rebuilt whole).
+Anything an incremental build cannot reproduce exactly falls back to a full build, with the reason said:
+a changed or removed file, seed, deleted or mesh records among the new records (or coverage records of a paper
+and source already covered), a new record of a
+paper the database already has with its own record, a new edge between papers already linked, a DOI that would
+re-key existing papers, another kb version, lexicon or --seed list, or a missing or stale state file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+from pathlib import Path
+
+from . import __version__
+
+STATE_VERSION = 1
+
+
+def state_path(db_path) -> Path:
+    db_path = Path(db_path)
+    return db_path.with_name(f".{db_path.name}.state")
+
+
+def _signature(db_path: Path) -> tuple:
+    st = db_path.stat()
+    return (st.st_size, st.st_mtime_ns)
+
+
+def save_state(db_path, paths, hashes, state: dict):
+    """Write the state file of a just-written database (atomically; a failure only disables incremental builds)."""
+    db_path = Path(db_path)
+    target = state_path(db_path)
+    state = dict(state)
+    state.update(version=STATE_VERSION, kb_version=__version__, db=_signature(db_path),
+                 files=[(Path(p).name, Path(p).stat().st_size, Path(p).stat().st_mtime_ns, h)
+                        for p, h in zip(paths, hashes)])
+    tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, target)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        target.unlink(missing_ok=True)
+
+
+def load_state(db_path) -> dict | None:
+    """The state file of `db_path` when it belongs to that very database, else None."""
+    db_path = Path(db_path)
+    path = state_path(db_path)
+    try:
+        with open(path, "rb") as fh:
+            state = pickle.load(fh)
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError):
+        return None
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION or not db_path.is_file():
+        return None
+    if state.get("db") != _signature(db_path):
+        return None
+    return state
+
+
+class Fallback(Exception):
+    """Why this build cannot be incremental (a full build follows)."""
+
+
+def _sha256_prefix(path: Path, size: int) -> str:
+    h = hashlib.sha256()
+    left = size
+    with open(path, "rb") as fh:
+        while left > 0:
+            chunk = fh.read(min(1 << 20, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
+def new_parts(state: dict, paths: list[Path]) -> tuple[list, list]:
+    """(sha256 of every file, [(path, offset)] of what is new: whole new files, the tails of grown ones).
+    Raises Fallback when a file was removed, renamed or changed other than by appending lines."""
+    old = {name: (size, mtime, sha) for name, size, mtime, sha in state["files"]}
+    names = [p.name for p in paths]
+    if len(set(names)) != len(names):
+        raise Fallback("two record files share a name")
+    missing = sorted(set(old) - set(names))
+    if missing:
+        raise Fallback(f"record file removed since the last build: {missing[0]}")
+    hashes, parts = [], []
+    for p in paths:
+        st = p.stat()
+        if p.name not in old:
+            hashes.append(None)
+            parts.append((p, 0))
+            continue
+        size, mtime, sha = old[p.name]
+        if st.st_size == size and st.st_mtime_ns == mtime:
+            hashes.append(sha)
+            continue
+        if p.name.endswith(".gz") or st.st_size < size or _sha256_prefix(p, size) != sha:
+            raise Fallback(f"record file changed since the last build: {p.name}")
+        if size:
+            with open(p, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":
+                    raise Fallback(f"record file changed since the last build: {p.name}")
+        hashes.append(None)
+        if st.st_size > size:
+            parts.append((p, size))
+    return hashes, parts
+
+
+def _read_part(path: Path, offset: int):
+    """The records of a file from byte `offset` on (a whole new file: kb.records.read_records)."""
+    from .errors import ParseError
+    from .records import RECORD_TYPES, _loads, read_records
+
+    if offset == 0:
+        yield from read_records([path])
+        return
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        for line in fh:
+            if not line.strip():
+                continue
+            try:
+                record = _loads(line)
+            except Exception:
+                raise ParseError(f"{path}: a line appended since the last build is not a JSON record") from None
+            if not isinstance(record, dict) or record.get("type") not in RECORD_TYPES:
+                raise ParseError(f"{path}: a line appended since the last build is not a kb record")
+            yield record
+
+
+def _merged_edge(pair, new, old_raw, old_sources_json):
+    """The citations row of an edge the database has once new sources join it (the full build's rule: source =
+    the first source, PubMed's reference list first; raw = the first source's text that is not null), and the
+    new sources; Fallback when the stored row cannot tell which old source gave its text."""
+    import json
+
+    from .store import REFLIST_SOURCE, _jsonl
+
+    new = {new[0]: new[1]} if isinstance(new, tuple) else dict(new)
+    old = json.loads(old_sources_json)
+    if set(new) & set(old):
+        raise Fallback(f"a citation ({pair[0]} -> {pair[1]}) met again from the same source")
+    order = lambda s: (s != REFLIST_SOURCE, s)  # noqa: E731
+    sources = sorted(set(old) | set(new), key=order)
+    with_text = [s for s in sorted(new, key=order) if new[s]]
+    first_old = min(old, key=order)
+    if with_text and order(with_text[0]) < order(first_old):
+        raw = new[with_text[0]]
+    elif old_raw is not None and all(order(s) > order(o) for s in with_text for o in old):
+        raw = old_raw
+    elif old_raw is None:
+        raw = new[with_text[0]] if with_text else None
+    else:
+        raise Fallback(f"a new source of a citation ({pair[0]} -> {pair[1]}) whose text cannot be told")
+    return raw, sources[0], _jsonl(sorted(sources)), sorted(new)
+
+
+def build_incremental(paths, db_path, lexicon_path=None, progress=None, seeds=()) -> dict:
+    """Add the records that are new since the last build to the database (see the module docstring);
+    raises Fallback (nothing written) when only a full build gives the right result."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _build_incremental([Path(p) for p in paths], Path(db_path), lexicon_path, progress, seeds)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
+    import shutil
+    import sqlite3
+    import time
+
+    import numpy as np
+    import sqlite_utils
+
+    from . import graph, mesh, store
+    from .concepts import load_lexicon
+
+    say = progress or (lambda message: None)
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+    if lexicon_path is not None and str(lexicon_path) == "auto":
+        raise Fallback("--concepts auto derives the concepts from every paper")
+    state = load_state(db_path)
+    if state is None:
+        raise Fallback(f"no build state for {db_path} (built by another kb, or changed since)")
+    if state["kb_version"] != __version__:
+        raise Fallback(f"built by kb {state['kb_version']}")
+    if state.get("auto") or state.get("seeds_arg") != sorted(seeds):
+        raise Fallback("other --seed or --concepts options than the last build")
+    lexicon = load_lexicon(lexicon_path)
+    if lexicon.sha256 != state["lexicon_sha256"]:
+        raise Fallback("the concept lexicon changed")
+    for p in paths:
+        if not p.is_file():
+            raise Fallback(f"record file not found: {p}")
+    hashes, parts = new_parts(state, paths)
+    if not parts:
+        raise Fallback("no new records")
+
+    reader = store._Reader()
+    for path, offset in parts:
+        for record in _read_part(path, offset):
+            reader.add(record)
+    for kind, got in (("seed", reader.seeds), ("deleted", reader.deleted), ("mesh", reader.mesh)):
+        if got:
+            raise Fallback(f"new {kind} records")
+    # coverage records: the later one of a (paper, source) wins, so only new pairs are taken incrementally;
+    # similar records: the best score of a pair counts, whatever the order
+    had = {(r.get("paper"), r.get("source")) for r in state["coverage"]}
+    if any((r.get("paper"), r.get("source")) in had for r in reader.coverage):
+        raise Fallback("new coverage records of a paper and source the knowledge base has")
+    state["coverage"] = state["coverage"] + reader.coverage
+    state["similar"] = state["similar"] + reader.similar
+    mesh.merge_into_lexicon(lexicon, state["mesh"])
+
+    old_ids = state["ids"]
+    old_set = set(old_ids)
+    old_stubs = set(state["stub_raws"]) | {k for k in old_set if k.startswith("ref:")}
+    conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        old_stubs |= {r[0] for r in conn0.execute("SELECT id FROM papers WHERE resolved = 0")}
+    finally:
+        conn0.close()
+    deleted = state["deleted"]
+    doi_map = dict(state["doi_to_pmid"])
+    new_papers, new_remap = reader.merged()
+    for doi, key in new_remap.doi_to_pmid.items():
+        if doi in doi_map or "doi:" + doi in old_set:
+            raise Fallback(f"a new record shares DOI {doi} with the knowledge base")
+        doi_map[doi] = key
+
+    def remap(key):
+        if key and key.startswith("doi:"):
+            doi = store.normalize_doi(key[4:])
+            return doi_map.get(doi, "doi:" + (doi or ""))
+        return key
+
+    papers = {}
+    for key, p in new_papers.items():
+        if key in deleted:
+            continue
+        if key in old_set and key not in old_stubs:
+            raise Fallback(f"new records of a paper the knowledge base has: {key}")
+        if key.startswith("doi:") and store.normalize_doi(key[4:]) in state["doi_to_pmid"]:
+            raise Fallback(f"new records of a paper the knowledge base has: {key}")
+        papers[key] = p
+    known = old_set - old_stubs | set(papers)
+
+    edges, raws = store._collect_edges(papers.items(), reader.citations, known, remap, deleted)
+    pairs = sorted(edges)
+    merged_edges = {}                    # edges the database has, with new sources: their new citations row
+    old_citing = [pair for pair in pairs if pair[0] in old_set]
+    if old_citing:
+        conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            for pair in old_citing:
+                row = conn0.execute("SELECT raw, sources FROM citations WHERE citing_id = ? AND cited_id = ?",
+                                    pair).fetchone()
+                if row:
+                    merged_edges[pair] = _merged_edge(pair, edges[pair], row[0], row[1])
+        finally:
+            conn0.close()
+        pairs = [pair for pair in pairs if pair not in merged_edges]
+    stub_raws = {k: v for k, v in state["stub_raws"].items() if k not in papers}
+    now_real = sorted(old_stubs & set(papers))
+    targets = {k for e in pairs for k in e if k not in known}
+    rebuilt = []                                          # stubs whose row is (re)written
+    for key in sorted(targets):
+        added = raws.get(key, set())
+        if key not in old_set:
+            rebuilt.append(key)
+            stub_raws[key] = set(added)
+        elif added - stub_raws.get(key, set()):
+            rebuilt.append(key)
+            stub_raws[key] = stub_raws.get(key, set()) | added
+    for key in rebuilt:
+        papers[key] = store._stub_paper(key, sorted(stub_raws.get(key, ())))
+    stub_ids = (old_stubs - set(now_real)) | set(rebuilt)
+    timings["read"] = time.perf_counter() - t0
+    say(f"incremental: {len(papers) - len(rebuilt)} new papers, {len(rebuilt)} new or changed stubs, "
+        f"{len(pairs)} new citations from {len(parts)} new parts ({timings['read']:.1f}s)")
+
+    # the whole graph: old edges (index arrays of the state) re-indexed over the new ids, plus the new ones
+    t = time.perf_counter()
+    ids = sorted(old_set | set(papers))
+    index = {k: i for i, k in enumerate(ids)}
+    old_to_new = np.fromiter((index[k] for k in old_ids), dtype=np.int64, count=len(old_ids))
+    src = np.concatenate([old_to_new[state["src"]],
+                          np.fromiter((index[a] for a, _b in pairs), dtype=np.int64, count=len(pairs))])
+    dst = np.concatenate([old_to_new[state["dst"]],
+                          np.fromiter((index[b] for _a, b in pairs), dtype=np.int64, count=len(pairs))])
+    order = np.lexsort((dst, src))
+    src, dst = src[order], dst[order]
+    stub_mask = np.zeros(len(ids), dtype=bool)
+    stub_mask[[index[k] for k in stub_ids]] = True
+    seeds_idx = sorted(index[k] for k in state["seeds"])
+    # this process has little else to do: the communities and the other measures in two processes at once
+    measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, processes=2)
+
+    # the new rows, by the full build's code, with the aggregates' first-paper-wins state
+    rows = store._Rows(lexicon, state["seeds"], state["journals"], state["authors"], state["descriptors"])
+    for key in sorted(papers):
+        rows.add(key, papers[key])
+    jkeys = {r[9] for r in rows.papers if r[9]}
+    akeys = {r[1] for r in rows.pa}
+    uis = {r[1] for r in rows.mesh}
+    timings["rows"] = time.perf_counter() - t
+
+    tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
+    t = time.perf_counter()
+    shutil.copyfile(db_path, tmp)
+    timings["copy"] = time.perf_counter() - t
+    conn = sqlite3.connect(str(tmp), isolation_level=None)
+    try:
+        store._bulk_pragmas(conn)
+        db = sqlite_utils.Database(conn)
+        conn.execute("BEGIN")
+        replaced = now_real + [k for k in rebuilt if k in old_set]
+        conn.executemany("DELETE FROM papers WHERE id = ?", ((k,) for k in replaced))
+        store._load_rows(conn, "paper_authors", rows.pa)
+        store._load_rows(conn, "paper_mesh", rows.mesh)
+        store._load_rows(conn, "keywords", rows.kw)
+        store._load_rows(conn, "publication_types", rows.pt)
+        store._load_rows(conn, "paper_concepts", rows.pc)
+        for table, made in (("journals", rows.journal_rows(jkeys)), ("authors", rows.author_rows(akeys)),
+                            ("mesh_descriptors", rows.descriptor_rows(uis))):
+            cols = list(store.SCHEMA[table][0])
+            conn.executemany(f"INSERT OR REPLACE INTO [{table}] ({', '.join(cols)}) "
+                             f"VALUES ({', '.join('?' * len(cols))})", made)
+        store._load_rows(conn, "citations", store._citation_rows(pairs, edges, stub_ids))
+        conn.executemany("UPDATE citations SET resolved = 1 WHERE cited_id = ?", ((k,) for k in now_real))
+        store._load_rows(conn, "citation_sources", store._citation_source_rows(pairs, edges))
+        conn.executemany("UPDATE citations SET raw = ?, source = ?, sources = ? WHERE citing_id = ? AND cited_id = ?",
+                         ((raw, first, listed, a, b) for (a, b), (raw, first, listed, _new) in merged_edges.items()))
+        conn.executemany("INSERT INTO citation_sources (citing_id, cited_id, source) VALUES (?, ?, ?)",
+                         ((a, b, source) for (a, b), (*_row, new) in sorted(merged_edges.items()) for source in new))
+        everything = set(ids)
+        conn.execute("DELETE FROM paper_coverage")
+        store._load_rows(conn, "paper_coverage", store._coverage_rows(state["coverage"], remap, everything))
+        conn.execute("DELETE FROM similar_articles")
+        store._load_rows(conn, "similar_articles", store._similar_rows(state["similar"], remap, everything))
+        t = time.perf_counter()
+        measures = measures_result()
+        timings["wait_graph"] = time.perf_counter() - t
+        t = time.perf_counter()
+        store._load_rows(conn, "papers", rows.paper_rows(measures, index))
+        # measures of the papers already there: only the rows whose values changed, without re-indexing
+        # their text (the FTS update trigger is set aside meanwhile)
+        trigger = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'papers_au'"
+                               ).fetchone()
+        if trigger:
+            conn.execute("DROP TRIGGER papers_au")
+        old_columns = state["measures"]["columns"]
+        new_columns = measures["columns"]
+        changed = ((*new_columns[index[k]], k) for i, k in enumerate(old_ids)
+                   if k not in papers and old_columns[i] != new_columns[index[k]])
+        conn.executemany(f"UPDATE papers SET {', '.join(c + ' = ?' for c in graph.MEASURE_COLUMNS)} "
+                         f"WHERE id = ?", changed)
+        if trigger:
+            conn.execute(trigger[0])
+        # paper_similarity: delete the pairs that went, write the new and changed ones
+        old_m = state["measures"]
+        n_old, n = len(old_ids), len(ids)
+        ok = old_m["pair_keys"]
+        old_keys = old_to_new[ok // n_old] * n + old_to_new[ok % n_old] if n_old else ok
+        old_val = np.stack([old_m["cocitations"], old_m["coupling"]], axis=1) if len(ok) else np.zeros((0, 2))
+        new_keys = measures["pair_keys"]
+        new_val = np.stack([measures["cocitations"], measures["coupling"]], axis=1) if len(new_keys) else \
+            np.zeros((0, 2))
+        pos = np.searchsorted(new_keys, old_keys)
+        pos_c = np.minimum(pos, max(len(new_keys) - 1, 0))
+        kept = (len(new_keys) > 0) & (new_keys[pos_c] == old_keys) if len(old_keys) else np.zeros(0, dtype=bool)
+        gone = old_keys[~kept]
+        same = np.zeros(len(new_keys), dtype=bool)
+        if len(old_keys):
+            same[pos_c[kept]] = np.all(new_val[pos_c[kept]] == old_val[kept], axis=1)
+        conn.executemany("DELETE FROM paper_similarity WHERE paper_a = ? AND paper_b = ?",
+                         ((ids[a], ids[b]) for a, b in zip((gone // n).tolist(), (gone % n).tolist())))
+        write = ~same
+        wk = new_keys[write]
+        conn.executemany("INSERT OR REPLACE INTO paper_similarity (paper_a, paper_b, cocitations, coupling) "
+                         "VALUES (?, ?, ?, ?)",
+                         zip((ids[a] for a in (wk // n).tolist()), (ids[b] for b in (wk % n).tolist()),
+                             measures["cocitations"][write].tolist(), measures["coupling"][write].tolist()))
+        conn.execute("DELETE FROM concept_edges")
+        conn.execute("DELETE FROM concept_citations")
+        conn.execute("COMMIT")
+        timings["update"] = time.perf_counter() - t
+        conn.execute("BEGIN")
+        conn.execute("COMMIT")
+        summary = store._finish(db, conn, {**measures, "pair_keys": new_keys[:0]}, ids, say, timings,
+                                incremental_update=True)
+        summary["similar_pairs"] = len(new_keys)
+        counts = {
+            "papers": len(ids), "resolved_papers": len(ids) - len(stub_ids), "stub_papers": len(stub_ids),
+            "citations": len(src),
+            "authors": conn.execute("SELECT count(*) FROM authors").fetchone()[0],
+            "journals": conn.execute("SELECT count(*) FROM journals").fetchone()[0],
+            "mesh_descriptors": conn.execute("SELECT count(*) FROM mesh_descriptors").fetchone()[0],
+            "paper_concepts": conn.execute("SELECT count(*) FROM paper_concepts").fetchone()[0],
+            "seeds": len(state["seeds"]), "deleted": len(deleted)}
+        counts.update(summary)
+        hashes = [h or store._sha256(p) for p, h in zip(paths, hashes)]
+        origins = dict(state["origins"])
+        for k, v in reader.origins.items():
+            origins[k] = origins.get(k, 0) + v
+        meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes)
+        store._write_meta(db, conn, meta)
+        conn.close()
+        os.replace(tmp, db_path)
+    except BaseException:
+        try:
+            conn.close()
+        except Exception:
+            pass
+        tmp.unlink(missing_ok=True)
+        raise
+    state.update(ids=ids, src=src.astype(np.int32), dst=dst.astype(np.int32), measures=measures,
+                 journals=rows.journals, authors=rows.authors, descriptors=rows.descriptors,
+                 stub_raws={k: v for k, v in stub_raws.items() if k in stub_ids}, doi_to_pmid=doi_map,
+                 origins=origins)
+    save_state(db_path, paths, hashes, state)
+    timings["total"] = time.perf_counter() - t0
+    say(f"incremental build: {timings['total']:.1f}s")
+    return {"db": str(db_path), "counts": counts, "timings": timings, "title": meta["title"], "incremental": True}

@@ -1,0 +1,162 @@
+"""Incremental `kb build` (kb/incremental.py): adding records to a built KB gives, table by table and row by
+row, the database a full build of all the records gives; anything else falls back to a full build."""
+
+import sqlite3
+
+import pytest
+from click.testing import CliRunner
+
+from kb.cli import cli
+from kb.incremental import Fallback, build_incremental, state_path
+from kb.records import record_files, write_records
+from kb.store import build
+from largekb import generate
+
+
+def dump(path):
+    """Every table's rows, sorted (the FTS table through its content), and some full-text searches."""
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+              if not r[0].startswith("sqlite_stat") and not r[0].startswith("papers_fts_")]
+    out = {t: sorted(map(repr, conn.execute(f"SELECT * FROM [{t}]"))) for t in tables}
+    for word in ("marrow", "leukemia", "imaging", "smith"):
+        out[f"match {word}"] = sorted(r[0] for r in conn.execute(
+            "SELECT p.id FROM papers_fts JOIN papers p ON p.rowid = papers_fts.rowid WHERE papers_fts MATCH ?",
+            (word,)))
+    conn.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def records():
+    recs, _info = generate(seed=5, n_resolved=160, n_stubs=1200)
+    papers = [r for r in recs if r["type"] == "paper"]
+    others = [r for r in recs if r["type"] != "paper"]
+    # the new papers: every 12th one (new PMIDs among old ones, cited by old citation records, citing old papers)
+    new = papers[5::12]
+    old = [p for p in papers if p not in new]
+    return old, others, new
+
+
+def write_a(folder, records):
+    old, others, _new = records
+    folder.mkdir()
+    write_records(folder / "a-papers.jsonl", old)
+    write_records(folder / "b-other.jsonl", others)
+    return folder
+
+
+def differences(a, b):
+    da, db_ = dump(a), dump(b)
+    return [t for t in sorted(set(da) | set(db_)) if da.get(t) != db_.get(t)]
+
+
+def test_new_file_equals_full_build(tmp_path, records):
+    data = write_a(tmp_path / "records", records)
+    inc = tmp_path / "inc.db"
+    build(record_files(data), inc)
+    write_records(data / "c-new.jsonl", records[2])
+    summary = build_incremental(record_files(data), inc)
+    assert summary["incremental"] and summary["counts"]["papers"] > 0
+    full = tmp_path / "full.db"
+    build(record_files(data), full)
+    assert differences(inc, full) == []
+    # stubs that became papers with their own record, and new papers found by full-text search
+    conn = sqlite3.connect(inc)
+    new_ids = [f"pmid:{p['pmid']}" for p in records[2]]
+    assert conn.execute(f"SELECT count(*) FROM papers WHERE resolved = 1 AND id IN ({','.join('?' * len(new_ids))})",
+                        new_ids).fetchone()[0] == len(new_ids)
+    conn.close()
+    # and a second increment on top of the first (the state file was rewritten)
+    more = records[2][:0] + [dict(records[2][0], pmid="99000001", id="pmid:99000001", doi=None)]
+    write_records(data / "d-more.jsonl", more)
+    build_incremental(record_files(data), inc)
+    build(record_files(data), full)
+    assert differences(inc, full) == []
+
+
+def test_appended_lines_equal_full_build(tmp_path, records):
+    data = write_a(tmp_path / "records", records)
+    inc, full = tmp_path / "inc.db", tmp_path / "full.db"
+    build(record_files(data), inc)
+    with open(data / "a-papers.jsonl", "a", encoding="utf-8") as fh:     # `kb import` style: lines appended
+        from kb.records import dumps
+        for r in records[2]:
+            fh.write(dumps(r) + "\n")
+    build_incremental(record_files(data), inc)
+    build(record_files(data), full)
+    assert differences(inc, full) == []
+
+
+def test_changed_or_removed_file_falls_back(tmp_path, records):
+    data = write_a(tmp_path / "records", records)
+    db = tmp_path / "kb.db"
+    build(record_files(data), db)
+    before = db.read_bytes()
+    lines = (data / "a-papers.jsonl").read_text().splitlines(keepends=True)
+    (data / "a-papers.jsonl").write_text("".join(lines[1:]))                # a record removed
+    with pytest.raises(Fallback, match="changed"):
+        build_incremental(record_files(data), db)
+    (data / "b-other.jsonl").unlink()
+    with pytest.raises(Fallback, match="removed"):
+        build_incremental(record_files(data), db)
+    assert db.read_bytes() == before                                        # nothing written
+    # the CLI says why and builds in full: the same content as a fresh full build
+    result = CliRunner().invoke(cli, ["build", "--data", str(data), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "full build" in result.output.lower() and "a-papers.jsonl" in result.output
+    full = tmp_path / "full.db"
+    build(record_files(data), full)
+    assert differences(db, full) == []
+
+
+def test_cli_incremental_by_default_and_full_option(tmp_path, records):
+    data = write_a(tmp_path / "records", records)
+    db = tmp_path / "kb.db"
+    runner = CliRunner()
+    assert runner.invoke(cli, ["build", "--data", str(data), "--db", str(db)]).exit_code == 0
+    write_records(data / "c-new.jsonl", records[2])
+    result = runner.invoke(cli, ["build", "--data", str(data), "--db", str(db)])
+    assert result.exit_code == 0, result.output
+    assert "Incremental build" in result.output
+    result = runner.invoke(cli, ["build", "--data", str(data), "--db", str(db), "--full"])
+    assert result.exit_code == 0 and "Incremental build" not in result.output
+    # a state file that does not belong to the database is not used
+    assert state_path(db).exists()
+    db.touch()
+    with pytest.raises(Fallback, match="state"):
+        build_incremental(record_files(data), db)
+
+
+def test_new_record_of_a_known_paper_falls_back(tmp_path, records):
+    data = write_a(tmp_path / "records", records)
+    db = tmp_path / "kb.db"
+    build(record_files(data), db)
+    write_records(data / "c-again.jsonl", [dict(records[0][0], title="Another title", doi=None)])
+    with pytest.raises(Fallback, match="has"):
+        build_incremental(record_files(data), db)
+
+
+def test_reference_list_and_coverage_records_of_known_papers(tmp_path, records):
+    """`kb refs` style: a new file of citation records from a paper of the KB (new edges, new stubs, one more
+    source of an edge the KB has) and a coverage record, added incrementally."""
+    data = write_a(tmp_path / "records", records)
+    inc, full = tmp_path / "inc.db", tmp_path / "full.db"
+    build(record_files(data), inc)
+    old = records[0]
+    citing, cited = f"pmid:{old[0]['pmid']}", f"pmid:{old[1]['pmid']}"
+    prov = {"source": "reflist", "request": "test"}
+    new = [{"type": "citation", "citing": citing, "cited": None, "cited_pmid": None, "cited_doi": None,
+            "raw": f"Zanzibar K. A work only cited here {i}. J Test. 2001;{i}:1-2.", "source": "reflist-text",
+            "resolved": False, "provenance": prov} for i in range(3)]
+    new.append({"type": "citation", "citing": citing, "cited": cited, "raw": "Known work. J Test. 1999;1:1.",
+                "source": "zz-source", "resolved": True, "provenance": prov})
+    new.append({"type": "coverage", "paper": citing, "source": "zz-source", "references": 4, "citers": None,
+                "stated_references": None, "status": "ok", "message": None, "provenance": prov})
+    write_records(data / "c-refs.jsonl", new)
+    assert build_incremental(record_files(data), inc)["incremental"]
+    build(record_files(data), full)
+    assert differences(inc, full) == []
+    conn = sqlite3.connect(inc)
+    assert conn.execute("SELECT count(*) FROM papers WHERE title LIKE 'A work only cited here%'").fetchone()[0] == 3
+    conn.close()
