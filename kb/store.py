@@ -413,7 +413,7 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
 def _bulk_pragmas(conn):
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-200000")
+    conn.execute("PRAGMA cache_size=-50000")      # 50 MB: a larger page cache only adds to the peak memory
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA threads=2")             # index builds may sort in a helper thread
 
@@ -524,10 +524,13 @@ def _collect_edges(items, citations, known, remap, deleted, edges=None, stubs=No
         if have.get(source) is None:
             have[source] = raw
 
+    pmid_keys: dict = {}                      # one key string per cited PMID, not one per reference
     for key, p in items:
         for raw, pmid, doi in p.get("references") or ():
             if pmid:                          # the common case, cited_key inlined
-                cited = f"pmid:{str(pmid).strip()}"
+                cited = pmid_keys.get(pmid)
+                if cited is None:
+                    cited = pmid_keys[pmid] = f"pmid:{str(pmid).strip()}"
                 if raw and cited not in known:
                     stubs.setdefault(cited, set()).add(raw.strip())
             else:
@@ -765,8 +768,12 @@ class _Rows:
             "; ".join(names + fore_names) or None,
             "; ".join(terms) or None))
 
-    def flush(self, conn):
-        """Insert the per-paper table rows gathered so far (papers rows wait for their graph measures)."""
+    def flush(self, conn, papers: bool = False):
+        """Insert the per-paper table rows gathered so far; with `papers`, the papers rows too, their graph
+        measures left null (see store_paper_measures), else they wait for paper_rows."""
+        if papers:
+            _load_rows(conn, "papers", (row + (None,) * 5 for row in self.papers))
+            self.papers.clear()
         for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
                             ("publication_types", self.pt), ("paper_concepts", self.pc)):
             _load_rows(conn, table, rows)
@@ -778,6 +785,14 @@ class _Rows:
         for row in self.papers:
             indeg, outdeg, pr, hop, component, community = columns[index[row[0]]]
             yield row[:19] + (hop,) + row[20:] + (indeg, outdeg, pr, component, community)
+
+    @staticmethod
+    def store_paper_measures(conn, measures: dict):
+        """The graph measures of papers rows inserted by flush(papers=True), in order (rowid = index + 1)."""
+        from .graph import MEASURE_COLUMNS
+
+        conn.executemany(f"UPDATE papers SET {', '.join(c + ' = ?' for c in MEASURE_COLUMNS)} WHERE rowid = ?",
+                         (cols + (i,) for i, cols in enumerate(measures["columns"], 1)))
 
     def journal_rows(self, keys=None):
         return ((k, r.get("title"), r.get("iso"), r.get("issn"), r.get("issn_linking"), r.get("nlm_id"),
@@ -850,21 +865,30 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings):
     stub_mask[[index[k] for k in stub_ids]] = True
     measures_result = _start_measures(ids, src, dst, sorted(index[k] for k in seeds), stub_mask)
     timings["edges"] = time.perf_counter() - t
+    say(f"edges: {len(pairs)} citations, {len(stub_ids)} works known only from references "
+        f"({timings['edges']:.1f}s)")
 
     t = time.perf_counter()
     _create_tables(db)
+    # the citations first: then the edges (and their reference texts) can go before the rows pile up
+    _load_rows(conn, "citations", _citation_rows(pairs, edges, stub_ids))
+    _load_rows(conn, "citation_sources", _citation_source_rows(pairs, edges))
+    n_citations = len(pairs)
+    stub_raws = {k: stubs[k] for k in stub_ids if k in stubs}
+    del pairs, stubs
+    edges.clear()
+    for p in papers.values():
+        p.pop("references", None)             # in the citations table now; the rows do not read them
     rows = _Rows(lexicon, seeds)
     for n, key in enumerate(ids, 1):
         rows.add(key, papers[key])
         papers[key] = None                    # the record is done with: free it
-        if n % 20000 == 0:
-            rows.flush(conn)
-    rows.flush(conn)
+        if n % 5000 == 0:
+            rows.flush(conn, papers=True)
+    rows.flush(conn, papers=True)
     _load_rows(conn, "journals", rows.journal_rows())
     _load_rows(conn, "authors", rows.author_rows())
     _load_rows(conn, "mesh_descriptors", rows.descriptor_rows())
-    _load_rows(conn, "citations", _citation_rows(pairs, edges, stub_ids))
-    _load_rows(conn, "citation_sources", _citation_source_rows(pairs, edges))
     _load_rows(conn, "paper_coverage", _coverage_rows(reader.coverage, remap, papers))
     _load_rows(conn, "similar_articles", _similar_rows(reader.similar, remap, papers))
     _load_rows(conn, "concepts", ((c.id, c.label, c.description, _jsonl(c.mesh), _jsonl(c.tree_prefixes),
@@ -875,14 +899,14 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings):
     t = time.perf_counter()
     measures = measures_result()
     timings["wait_graph"] = time.perf_counter() - t
-    _load_rows(conn, "papers", rows.paper_rows(measures, index))
+    rows.store_paper_measures(conn, measures)
     counts = {"papers": len(ids), "resolved_papers": len(ids) - len(stub_ids), "stub_papers": len(stub_ids),
-              "citations": len(pairs), "authors": len(rows.authors), "journals": len(rows.journals),
+              "citations": n_citations, "authors": len(rows.authors), "journals": len(rows.journals),
               "mesh_descriptors": len(rows.descriptors), "paper_concepts": sum(rows.concept_counts.values()),
               "seeds": len(seeds), "deleted": len(deleted)}
     state = {"ids": ids, "src": src.astype(np.int32), "dst": dst.astype(np.int32), "measures": measures,
              "journals": rows.journals, "authors": rows.authors, "descriptors": rows.descriptors,
-             "stub_raws": {k: stubs[k] for k in stub_ids if k in stubs}, "seeds": seeds, "deleted": deleted,
+             "stub_raws": stub_raws, "seeds": seeds, "deleted": deleted,
              "coverage": reader.coverage, "similar": reader.similar, "mesh": reader.mesh,
              "doi_to_pmid": getattr(remap, "doi_to_pmid", {})}
     return counts, measures, state
