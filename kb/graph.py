@@ -128,7 +128,8 @@ def similarity(n: int, src, dst, max_fanout: int = MAX_FANOUT):
 
 def top_pairs(n: int, keys, score, stub, per_paper: int, per_stub: int) -> np.ndarray:
     """Which pairs (keys a*n+b) are among the `per_paper` highest-scoring of a or of b (`per_stub` for a paper
-    flagged in `stub`); ties go to partners that are not stubs, then to the lower index. A boolean mask."""
+    flagged in `stub`); ties go to partners that are not stubs, then to the lower index. A boolean mask.
+    `keys` are sorted and unique, as similarity() gives them."""
     keys = np.asarray(keys, dtype=np.int64)
     m = len(keys)
     if not m:
@@ -144,9 +145,18 @@ def top_pairs(n: int, keys, score, stub, per_paper: int, per_stub: int) -> np.nd
         composite[:m] = ((a * top + rest) * 2 + stub[b]) * n + b
         composite[m:] = ((b * top + rest) * 2 + stub[a]) * n + a
         del a, b, rest
-        order = np.argsort(composite)             # keys are unique: any sort gives the same order
-        node = composite[order] // (n * 2 * top)
-        del composite
+        composite.sort()                          # keys are unique: in place, no index array
+        node = composite // (n * 2 * top)
+        starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
+        rank = np.arange(len(node)) - np.repeat(starts, np.diff(np.r_[starts, len(node)]))
+        sel = rank < np.where(stub[node], per_stub, per_paper)
+        del rank, starts
+        mine, partner = node[sel], composite[sel] % n
+        del node, composite, sel
+        chosen = np.minimum(mine, partner) * n + np.maximum(mine, partner)
+        keep = np.zeros(m, dtype=bool)
+        keep[np.searchsorted(keys, chosen)] = True    # keys are sorted (as similarity() gives them)
+        return keep
     else:                                         # pragma: no cover (tens of millions of papers)
         node, other = np.concatenate([a, b]), np.concatenate([b, a])
         order = np.lexsort((other, stub[other], -np.concatenate([score, score]), node))
