@@ -411,8 +411,6 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         conn.execute("DELETE FROM concept_citations")
         conn.execute("COMMIT")
         timings["update"] = time.perf_counter() - t
-        conn.execute("BEGIN")
-        conn.execute("COMMIT")
         summary = store._finish(db, conn, {**measures, "pair_keys": new_keys[:0]}, ids, say, timings,
                                 incremental_update=True)
         summary["similar_pairs"] = len(new_keys)
