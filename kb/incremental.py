@@ -13,10 +13,11 @@ A full build leaves a state file beside the database (`.<db name>.state`, a pick
 and sha256, and what the merge rules need that the tables do not hold (which paper gave each journal, author and
 MeSH field, the reference texts of the stubs, the DOI -> PMID map, the records of kinds that are rebuilt whole).
 Anything an incremental build cannot reproduce exactly falls back to a full build, with the reason said:
-a changed or removed file, seed, deleted or mesh records among the new records (or coverage records of a paper
-and source already covered), a new record of a
-paper the database already has with its own record, a new edge between papers already linked, a DOI that would
-re-key existing papers, another kb version, lexicon or --seed list, or a missing or stale state file.
+a changed or removed file, seed or mesh records among the new records (or coverage records of a paper and
+source already covered, or a deletion of a paper the database has), a new record of a paper the database
+already has with its own record, a citation met again from a source it already had (or one whose stored text
+cannot tell which source gave it), a DOI that would re-key existing papers, another kb version, lexicon or
+--seed list, or a missing or stale state file.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
     for path, offset in parts:
         for record in _read_part(path, offset):
             reader.add(record)
-    for kind, got in (("seed", reader.seeds), ("deleted", reader.deleted), ("mesh", reader.mesh)):
+    for kind, got in (("seed", reader.seeds), ("mesh", reader.mesh)):
         if got:
             raise Fallback(f"new {kind} records")
     # coverage records: the later one of a (paper, source) wins, so only new pairs are taken incrementally;
@@ -240,13 +241,15 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
 
     old_ids = state["ids"]
     old_set = set(old_ids)
-    old_stubs = set(state["stub_raws"]) | {k for k in old_set if k.startswith("ref:")}
     conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:
-        old_stubs |= {r[0] for r in conn0.execute("SELECT id FROM papers WHERE resolved = 0")}
+    try:                                  # works known only from references (a "ref:" key may be a full record)
+        old_stubs = {r[0] for r in conn0.execute("SELECT id FROM papers WHERE resolved = 0")}
     finally:
         conn0.close()
-    deleted = state["deleted"]
+    # deletions (MEDLINE update files carry them) of papers the database does not hold change nothing else
+    if reader.deleted & old_set:
+        raise Fallback(f"a deletion of a paper the knowledge base has: {sorted(reader.deleted & old_set)[0]}")
+    deleted = state["deleted"] | reader.deleted
     doi_map = dict(state["doi_to_pmid"])
     new_papers, new_remap = reader.merged()
     for doi, key in new_remap.doi_to_pmid.items():
@@ -440,7 +443,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         raise
     state.update(ids=ids, src=src.astype(np.int32), dst=dst.astype(np.int32), measures=measures,
                  journals=rows.journals, authors=rows.authors, descriptors=rows.descriptors,
-                 stub_raws={k: v for k, v in stub_raws.items() if k in stub_ids}, doi_to_pmid=doi_map,
+                 stub_raws={k: v for k, v in stub_raws.items() if k in stub_ids}, doi_to_pmid=doi_map, deleted=deleted,
                  origins=origins)
     save_state(db_path, paths, hashes, state)
     timings["total"] = time.perf_counter() - t0

@@ -83,9 +83,14 @@ def test_appended_lines_equal_full_build(tmp_path, records):
         from kb.records import dumps
         for r in records[2]:
             fh.write(dumps(r) + "\n")
-    build_incremental(record_files(data), inc)
+        fh.write(dumps({"type": "deleted", "pmid": "98000001"}) + "\n")   # as MEDLINE update files have them
+    assert build_incremental(record_files(data), inc)["counts"]["deleted"] == 1
     build(record_files(data), full)
     assert differences(inc, full) == []
+    with open(data / "a-papers.jsonl", "a", encoding="utf-8") as fh:      # a deletion of a paper it has
+        fh.write(dumps({"type": "deleted", "pmid": records[0][0]["pmid"]}) + "\n")
+    with pytest.raises(Fallback, match="deletion"):
+        build_incremental(record_files(data), inc)
 
 
 def test_changed_or_removed_file_falls_back(tmp_path, records):
@@ -160,3 +165,19 @@ def test_reference_list_and_coverage_records_of_known_papers(tmp_path, records):
     conn = sqlite3.connect(inc)
     assert conn.execute("SELECT count(*) FROM papers WHERE title LIKE 'A work only cited here%'").fetchone()[0] == 3
     conn.close()
+
+
+def test_full_records_with_ref_keys(tmp_path, records):
+    """The embedded dataset has papers with their own records under "ref:" keys: they are not stubs."""
+    import shutil
+
+    from kb.paths import default_dataset
+
+    data = tmp_path / "records"
+    shutil.copytree(default_dataset() / "records", data)
+    inc, full = tmp_path / "inc.db", tmp_path / "full.db"
+    build(record_files(data), inc)
+    write_records(data / "zz-new.jsonl", records[2])
+    assert build_incremental(record_files(data), inc)["incremental"]
+    build(record_files(data), full)
+    assert differences(inc, full) == []
