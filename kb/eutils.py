@@ -220,6 +220,49 @@ def _retry_after(value: str | None) -> float | None:
             return None
 
 
+def send_with_retries(request: Request, what: str, *, tries: int, backoff: float, timeout: float,
+                      before_try: Callable[[], None], on_retry: Callable[[], None], check: Callable,
+                      http_answer: Callable[[HTTPError], tuple[bytes, int] | None] = lambda exc: None,
+                      redact: Callable[[str], str] = str, logger: logging.Logger | None = None
+                      ) -> tuple[bytes | None, int | str]:
+    """The retry loop shared by E-utilities and the open citation sources: send `request` up to `tries`
+    times (`before_try` waits for the rate limit and counts it), retrying 429, 5xx, network failures and
+    bodies `check` finds unusable, with backoff honouring Retry-After. Other HTTP errors go to
+    `http_answer`, which raises, or returns an answer to keep (a 404 may be one). Returns (body, status),
+    or (None, the last problem) once every try failed."""
+    problem = None
+    for attempt in range(1, tries + 1):
+        before_try()
+        wait_hint = None
+        try:
+            with urlopen(request, timeout=timeout) as response:
+                status, body = response.status, response.read()
+            problem = check(body)
+            if problem is None:
+                return body, status
+        except HTTPError as exc:
+            wait_hint = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
+            try:
+                if exc.code != 429 and exc.code < 500:
+                    answer = http_answer(exc)
+                    if answer is not None:
+                        return answer
+                    raise KbError(redact(f"{what}: HTTP {exc.code} {exc.reason}")) from None
+            finally:
+                exc.close()
+            problem = f"HTTP {exc.code}"
+        except TRANSIENT_ERRORS as exc:
+            problem = network_problem(exc, timeout)
+        problem = redact(problem)
+        if attempt == tries:
+            break
+        delay = retry_delay(attempt, backoff, wait_hint)
+        (logger or log).info("%s: %s; retrying in %.1f s (try %d of %d)", what, problem, delay, attempt + 1, tries)
+        on_retry()
+        time.sleep(delay)
+    return None, problem
+
+
 # ------------------------------------------------------------------------------------------------
 # The client
 # ------------------------------------------------------------------------------------------------
@@ -460,36 +503,26 @@ class Eutils:
 
     def _fetch(self, request: Request, util: str, what: str, check: Callable) -> tuple[bytes, int]:
         """Send `request`, retrying transient failures with backoff; raise KbError after the last try."""
-        problem = None
-        for attempt in range(1, self.max_tries + 1):
+        def before_try():
             RATE_LIMITER.wait(self.interval)
             self._event("request")
-            log.debug("%s %s (try %d)", request.get_method(), what, attempt)
-            wait_hint = None
-            try:
-                with urlopen(request, timeout=self.timeout) as response:
-                    status = response.status
-                    body = response.read()
-                problem = check(body)
-                if problem is None:
-                    return body, status
-                if any(p in problem.lower() for p in PERMANENT_ERRORS) and problem.startswith("NCBI error"):
-                    raise KbError(self._redact(f"{what}: {problem}"))
-            except HTTPError as exc:
-                wait_hint = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
-                exc.close()
-                problem = f"HTTP {exc.code}"
-                if exc.code != 429 and exc.code < 500:
-                    hint = f" (is {self.base_url} an E-utilities URL? see KB_EUTILS_URL)" if exc.code == 404 else ""
-                    raise KbError(self._redact(f"{what}: HTTP {exc.code} {exc.reason}{hint}")) from None
-            except TRANSIENT_ERRORS as exc:
-                problem = network_problem(exc, self.timeout)
-            problem = self._redact(problem)
-            if attempt == self.max_tries:
-                break
-            delay = retry_delay(attempt, self.backoff, wait_hint)
-            log.info("%s: %s; retrying in %.1f s (try %d of %d)", what, problem, delay, attempt + 1, self.max_tries)
-            self._event("retry")
-            time.sleep(delay)
-        raise KbError(f"{what}: failed after {self.max_tries} tries (last: {problem}); "
-                      "run the same command again later to resume")
+            log.debug("%s %s", request.get_method(), what)
+
+        def checked(body: bytes) -> str | None:
+            problem = check(body)
+            if problem and problem.startswith("NCBI error") and any(p in problem.lower() for p in PERMANENT_ERRORS):
+                raise KbError(self._redact(f"{what}: {problem}"))
+            return problem
+
+        def http_answer(exc: HTTPError):
+            hint = f" (is {self.base_url} an E-utilities URL? see KB_EUTILS_URL)" if exc.code == 404 else ""
+            raise KbError(self._redact(f"{what}: HTTP {exc.code} {exc.reason}{hint}")) from None
+
+        body, status = send_with_retries(request, what, tries=self.max_tries, backoff=self.backoff,
+                                         timeout=self.timeout, before_try=before_try,
+                                         on_retry=lambda: self._event("retry"), check=checked,
+                                         http_answer=http_answer, redact=self._redact)
+        if body is None:
+            raise KbError(f"{what}: failed after {self.max_tries} tries (last: {status}); "
+                          "run the same command again later to resume")
+        return body, status

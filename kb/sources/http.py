@@ -19,15 +19,14 @@ import json
 import logging
 import os
 import threading
-import time
 from urllib.error import HTTPError
 from urllib.parse import quote, urlencode, urlsplit
-from urllib.request import Request, urlopen
+from urllib.request import Request
 
 from .. import __version__
 from ..cache import Cache, cache_key, utc_now
 from ..errors import KbError, NotFound
-from ..eutils import TRANSIENT_ERRORS, RateLimiter, _retry_after, network_problem, retry_delay
+from ..eutils import RateLimiter, send_with_retries
 from ..records import provenance
 
 log = logging.getLogger("kb.sources")
@@ -130,36 +129,20 @@ class JsonClient:
         agent = f"kb/{__version__} (literature knowledge base; mailto:{self.email})" if self.email else \
             f"kb/{__version__} (literature knowledge base)"
         request = Request(url, headers={"Accept": "application/json", "User-Agent": agent, **self.extra_headers})
-        problem = None
-        for attempt in range(1, self.max_tries + 1):
+        def before_try():
             limiter(self.name).wait(self.interval)
             self._event("request")
-            wait_hint = None
-            try:
-                with urlopen(request, timeout=self.timeout) as response:
-                    status, body = response.status, response.read()
-                problem = _json_problem(body)
-                if problem is None:
-                    return body, status
-            except HTTPError as exc:
-                wait_hint = _retry_after(exc.headers.get("Retry-After")) if exc.headers else None
-                if exc.code == 404:
-                    body = exc.read() or b""
-                    exc.close()
-                    return body, 404
-                exc.close()
-                problem = f"HTTP {exc.code}"
-                if exc.code != 429 and exc.code < 500:
-                    raise KbError(f"{what}: HTTP {exc.code} {exc.reason}") from None
-            except TRANSIENT_ERRORS as exc:
-                problem = network_problem(exc, self.timeout)
-            if attempt == self.max_tries:
-                break
-            delay = retry_delay(attempt, self.backoff, wait_hint)
-            log.info("%s: %s; retrying in %.1f s (try %d of %d)", what, problem, delay, attempt + 1, self.max_tries)
-            self._event("retry")
-            time.sleep(delay)
-        raise SourceDown(f"{what}: failed after {self.max_tries} tries (last: {problem})")
+
+        def not_found(exc: HTTPError):
+            return (exc.read() or b"", 404) if exc.code == 404 else None
+
+        body, status = send_with_retries(request, what, tries=self.max_tries, backoff=self.backoff,
+                                         timeout=self.timeout, before_try=before_try,
+                                         on_retry=lambda: self._event("retry"), check=_json_problem,
+                                         http_answer=not_found, logger=log)
+        if body is None:
+            raise SourceDown(f"{what}: failed after {self.max_tries} tries (last: {status})")
+        return body, status
 
 
 def _json_problem(body: bytes) -> str | None:
