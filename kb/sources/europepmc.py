@@ -62,13 +62,22 @@ class EuropePMC(Source):
                 return entries, first
             page += 1
 
+    def _entries(self, w: Work, answer: Answer, *what: str):
+        """Every entry of a work's references or citations, or None (noted as not found) when Europe PMC
+        cannot be asked (no PMID) or does not know the work."""
+        if not w.pmid:
+            answer.note(w.key, status="not-found", message="no PMID to ask Europe PMC with")
+            return None, None
+        entries, prov = self._pages(w.pmid, *what)
+        if entries is None:
+            answer.note(w.key, status="not-found", message=f"Europe PMC has no MED/{w.pmid}")
+        return entries, prov
+
     def references(self, works: list[Work]) -> Answer:
         def ask(w: Work, answer: Answer):
-            if not w.pmid:
-                return answer.note(w.key, status="not-found", message="no PMID to ask Europe PMC with")
-            entries, prov = self._pages(w.pmid, "references", "referenceList", "reference")
+            entries, prov = self._entries(w, answer, "references", "referenceList", "reference")
             if entries is None:
-                return answer.note(w.key, status="not-found", message=f"Europe PMC has no MED/{w.pmid}")
+                return
             for e in entries:
                 pmid, doi = _ids(e)
                 raw = None if pmid else _text(e)   # a work without PMID: its text names it in the build
@@ -80,11 +89,9 @@ class EuropePMC(Source):
 
     def citers(self, works: list[Work]) -> Answer:
         def ask(w: Work, answer: Answer):
-            if not w.pmid:
-                return answer.note(w.key, status="not-found", message="no PMID to ask Europe PMC with")
-            entries, prov = self._pages(w.pmid, "citations", "citationList", "citation")
+            entries, prov = self._entries(w, answer, "citations", "citationList", "citation")
             if entries is None:
-                return answer.note(w.key, status="not-found", message=f"Europe PMC has no MED/{w.pmid}")
+                return
             n = 0
             for e in entries:
                 pmid, doi = _ids(e)

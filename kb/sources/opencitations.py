@@ -50,38 +50,33 @@ class OpenCitations(Source):
         data, prov = self.client.get(f"{what}/{path_id(self._id(w))}")
         return [r for r in (data if isinstance(data, list) else []) if isinstance(r, dict)], prov
 
-    def references(self, works: list[Work]) -> Answer:
+    def _links(self, works: list[Work], what: str, other: str, count: str) -> Answer:
+        """Ask `what` (references or citations) of each work; `other` is the field naming the linked work."""
         def ask(w: Work, answer: Answer):
             if not self._id(w):
                 return answer.note(w.key, status="not-found", message="no DOI or PMID to ask OpenCitations with")
-            rows, prov = self._list("references", w)
+            rows, prov = self._list(what, w)
             seen = set()
             for row in rows:
-                ids = parse_ids(row.get("cited"))
+                ids = parse_ids(row.get(other))
                 ident = ids.get("pmid") or ids.get("doi")
                 if not ident or ident in seen:
                     continue
                 seen.add(ident)
-                answer.citations.append(citation_record(w.key, ids.get("pmid"), ids.get("doi"), self.name, prov))
-            answer.note(w.key, references=len(seen))
+                if what == "references":
+                    record = citation_record(w.key, ids.get("pmid"), ids.get("doi"), self.name, prov)
+                else:
+                    citing = f"pmid:{ids['pmid']}" if ids.get("pmid") else f"doi:{ids['doi']}"
+                    record = citation_record(citing, w.pmid, w.doi, self.name, prov)
+                answer.citations.append(record)
+            answer.note(w.key, **{count: len(seen)})
         return self.each(works, ask)
 
+    def references(self, works: list[Work]) -> Answer:
+        return self._links(works, "references", "cited", "references")
+
     def citers(self, works: list[Work]) -> Answer:
-        def ask(w: Work, answer: Answer):
-            if not self._id(w):
-                return answer.note(w.key, status="not-found", message="no DOI or PMID to ask OpenCitations with")
-            rows, prov = self._list("citations", w)
-            seen = set()
-            for row in rows:
-                ids = parse_ids(row.get("citing"))
-                ident = ids.get("pmid") or ids.get("doi")
-                if not ident or ident in seen:
-                    continue
-                seen.add(ident)
-                citing = f"pmid:{ids['pmid']}" if ids.get("pmid") else f"doi:{ids['doi']}"
-                answer.citations.append(citation_record(citing, w.pmid, w.doi, self.name, prov))
-            answer.note(w.key, citers=len(seen))
-        return self.each(works, ask)
+        return self._links(works, "citations", "citing", "citers")
 
 
 SOURCE = OpenCitations
