@@ -21,9 +21,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, urlsplit
 from xml.sax.saxutils import escape as _esc
+
+from localserver import LocalServer
 
 try:  # fixtures need pytest; running the server by hand does not
     import pytest
@@ -578,7 +580,7 @@ def esummary_mesh_body(uids: list[str], version: str) -> str:
                '</DbBuild>\n']
         for uid, ui, known in entries:
             if not known:
-                out.append(f'<DocumentSummary><error>cannot get document summary</error></DocumentSummary>\n')
+                out.append('<DocumentSummary><error>cannot get document summary</error></DocumentSummary>\n')
                 continue
             name, trees = known
             # the elements of NCBI's eSummary_mesh DTD, in its order, and DS_MeshUI (``ds_meshui`` in JSON)
@@ -739,8 +741,10 @@ class _Handler(BaseHTTPRequestHandler):
         raise ValueError(fault)
 
 
-class FakeEutils:
+class FakeEutils(LocalServer):
     """The fake server: ``with FakeEutils(corpus) as server: ... server.base_url ...``."""
+    handler = _Handler
+    name = "fake-eutils"
 
     def __init__(self, corpus: Corpus | None = None, *, retry_after="1", timeout_sleep=2.0, fault_rate=0.0,
                  fault_kinds=FAULTS, fault_seed=0, max_consecutive_faults=3, fault_cycle=False, port=0):
@@ -762,34 +766,6 @@ class FakeEutils:
         self._port = port
         self.gate = threading.Event()  # cleared: requests wait at the door until it is set again
         self.gate.set()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- life cycle --
-    def start(self) -> "FakeEutils":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02},
-                                        name="fake-eutils", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self):
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
 
     @property
     def base_url(self) -> str:

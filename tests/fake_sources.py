@@ -24,10 +24,11 @@ import json
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from fake_eutils import Corpus, Paper, Ref, small_corpus, JOURNALS
+from localserver import LocalServer
 
 try:
     import pytest
@@ -342,8 +343,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
 
-class FakeSources:
+class FakeSources(LocalServer):
     """``with FakeSources(truth_corpus) as fake: monkeypatch env from fake.env() ...``."""
+    handler = _Handler
+    name = "fake-sources"
 
     def __init__(self, corpus: Corpus | None = None, *, coverage=None, closed=(), icite_shape="classic",
                  down=(), max_page_size=1000, hitcount_lie=0, retry_after="0", timeout_sleep=1.0):
@@ -357,31 +360,10 @@ class FakeSources:
         self.requests: list[dict] = []
         self._queued: list[tuple[str, str | None]] = []
         self._lock = threading.Lock()
-        self._httpd = None
-
-    def start(self) -> "FakeSources":
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-        self._httpd.daemon_threads = True
-        self._httpd.fake = self  # type: ignore[attr-defined]
-        threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True,
-                         name="fake-sources").start()
-        return self
-
-    def stop(self):
-        if self._httpd:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._httpd = None
-
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *exc):
-        self.stop()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"http://127.0.0.1:{self.port}"
 
     def env(self) -> dict:
         """The environment variables that point kb's sources at this server."""
