@@ -36,7 +36,7 @@ ROOTS = ("DescriptorRecordSet", "DescriptorRecord")
 def read_descriptors(source) -> Iterator[tuple[str, str, list[str]]]:
     """(ui, name, tree numbers) of each DescriptorRecord of an NLM MeSH descriptor file (path, .gz path,
     bytes or binary file), streaming and safely; ParseError (one line) on unsafe, malformed or other XML."""
-    from .parse import BLOCK, _Source, _one_line, _read_prolog, _syntax_message
+    from .parse.source import BLOCK, _Source, _one_line, _read_prolog, _syntax_message
 
     with _Source(source) as src:
         head = src.head(BLOCK)

@@ -9,11 +9,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import kb.parse as parse
 from kb.cli import cli
 from kb.errors import KbError, ParseError
-from kb.parse import import_files, parse_medline_text, parse_pubmed_xml
-from kb.records import dumps, provenance, read_records, record_files
+from kb.parse import importer, import_files, parse_medline_text, parse_pubmed_xml, source, values
+from kb.records import dumps, dumps_bytes, provenance, read_records, record_files
 
 FIX = Path(__file__).parent / "fixtures" / "pubmed"
 EFETCH = FIX / "efetch-2025.xml"
@@ -183,7 +182,7 @@ def test_title_markup_and_whitespace_flattened():
 
 
 def test_orcid_forms():
-    norm = parse._orcid
+    norm = values._orcid
     assert norm("http://orcid.org/0000-0002-1825-0097") == "0000-0002-1825-0097"
     assert norm(" 0000000218250097 ") == "0000-0002-1825-0097"
     assert norm("0000-0002-1694-233x") == "0000-0002-1694-233X"
@@ -252,7 +251,7 @@ def test_medline_text_errors(text, message):
 
 def test_json_lines_are_exactly_records_dumps(efetch):
     for r in efetch + list(parse_medline_text(NBIB)):
-        assert parse._dumps(r) == dumps(r).encode("utf-8")
+        assert dumps_bytes(r) == dumps(r).encode("utf-8")
 
 
 # --- kb import ------------------------------------------------------------------------------------
@@ -299,8 +298,8 @@ def big_article_set(n: int, first_pmid: int = 50_000_000) -> bytes:
 @pytest.fixture
 def small_chunks(monkeypatch):
     """Parallel import on a file of ~1.5 MB, cut into many 40 kB chunks."""
-    monkeypatch.setattr(parse, "BLOCK", 1 << 18)
-    monkeypatch.setattr(parse, "CHUNK", 40_000)
+    monkeypatch.setattr(source, "BLOCK", 1 << 18)
+    monkeypatch.setattr(importer, "CHUNK", 40_000)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -309,10 +308,10 @@ def test_parallel_import_matches_sequential_parse(tmp_path, small_chunks, compre
     src = tmp_path / ("big.xml.gz" if compressed else "big.xml")
     src.write_bytes(gzip.compress(xml) if compressed else xml)
     seen = []
-    sequential = parse.parse_pubmed_xml
-    monkeypatch.setattr(parse, "parse_pubmed_xml", None)             # the pool must do all the work
+    sequential = parse_pubmed_xml
+    monkeypatch.setattr(importer, "parse_pubmed_xml", None)             # the pool must do all the work
     summary = import_files([src], tmp_path / "data", progress=seen.append)
-    monkeypatch.setattr(parse, "parse_pubmed_xml", sequential)
+    monkeypatch.setattr(importer, "parse_pubmed_xml", sequential)
     assert summary == {"files": 1, "records": 301, "deleted": 1,
                        "outputs": [str(tmp_path / "data" / "records" / "import-big.jsonl")]}
     assert sum(seen) == 302 and len(seen) >= 5                       # progress arrived chunk by chunk
@@ -353,8 +352,8 @@ def test_parallel_import_falls_back_when_a_cut_tag_hides_in_a_comment(tmp_path, 
     src = tmp_path / "odd.xml"
     src.write_bytes(xml)
     calls = []
-    sequential = parse.parse_pubmed_xml
-    monkeypatch.setattr(parse, "parse_pubmed_xml", lambda *a, **k: calls.append(a) or sequential(*a, **k))
+    sequential = parse_pubmed_xml
+    monkeypatch.setattr(importer, "parse_pubmed_xml", lambda *a, **k: calls.append(a) or sequential(*a, **k))
     summary = import_files([src], tmp_path / "data", progress=False)
     assert calls == [(src,)]                                        # the split failed; re-read in one piece
     assert summary["records"] == 301

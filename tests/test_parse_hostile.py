@@ -11,11 +11,10 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-import kb.parse as parse
 from kb.cli import cli
 from kb.errors import KbError, ParseError
 from kb.parse import import_files, parse_medline_text, parse_pubmed_xml
-from kb.records import dumps
+from kb.records import dumps, dumps_bytes
 
 FIX = Path(__file__).parent / "fixtures" / "pubmed"
 EFETCH = (FIX / "efetch-2025.xml").read_bytes()
@@ -229,4 +228,4 @@ def test_import_files_records_or_kb_error(tmp_path_factory, content):
 @given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40))
 def test_fast_json_lines_identical_to_records_dumps(text):
     record = {"type": "paper", "title": text, "authors": [{"last": text, "affiliations": [text]}], "year": 2020}
-    assert parse._dumps(record) == dumps(record).encode("utf-8")
+    assert dumps_bytes(record) == dumps(record).encode("utf-8")
