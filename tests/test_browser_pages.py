@@ -8,27 +8,16 @@ import sqlite3
 import pytest
 from largekb import large_kb  # noqa: F401  (session fixture)
 from serving import kb_serve
-from test_browser import ARGS, CHROMIUM, SCREENSHOTS, _need_browser, assert_local_only
+from test_browser import SCREENSHOTS, assert_local_only, browser  # noqa: F401  (the module fixture)
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.fixture(scope="module")
-def chromium():
-    _need_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
-
-
-def test_canned_query_link_opens_the_paper_page(large_kb, chromium):  # noqa: F811
+def test_canned_query_link_opens_the_paper_page(large_kb, browser):  # noqa: F811
     seed_pmid = large_kb.seed.split(":", 1)[1]
     conn = sqlite3.connect(large_kb.db)
     with kb_serve(large_kb.db) as (base, _):
-        context = chromium.new_context(viewport={"width": 1400, "height": 900})
+        context = browser.new_context(viewport={"width": 1400, "height": 900})
         page = context.new_page()
         page.kb_requests, page.kb_errors = [], []
         page.on("request", lambda request: page.kb_requests.append(request.url))
