@@ -22,3 +22,15 @@ def _pubmed_only_by_default():
         patch.setenv("KB_SOURCES", "pubmed")
     yield
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def fixture_db(tmp_path_factory):
+    """The knowledge base built from tests/fixtures/build, once per session: read it, never write it."""
+    from kb.records import record_files
+    from kb.store import build
+
+    path = tmp_path_factory.mktemp("fixture-kb") / "kb.db"
+    build(record_files(os.path.join(FIXTURES, "build")), path)
+    return path
+

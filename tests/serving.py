@@ -58,3 +58,12 @@ def kb_serve(db: Path, *extra: str, cwd: Path | None = None, timeout: float = 60
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+async def started_datasette(path, **options):
+    """kb's Datasette over `path` with its startup hooks run, as `kb serve` has it."""
+    from kb.publish.serve import make_datasette
+
+    datasette = make_datasette(path, **options)
+    await datasette.invoke_startup()
+    return datasette

@@ -11,17 +11,13 @@ import pytest
 from click.testing import CliRunner
 
 from kb.cli import cli
-from kb.records import record_files
-from kb.store import build
 
 FIXTURE = Path(__file__).parent / "fixtures" / "build"
 
 
 @pytest.fixture(scope="module")
-def db_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("args") / "kb.db"
-    build(record_files(FIXTURE), path)
-    return path
+def db_path(fixture_db):
+    return fixture_db
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from kb.harvest import harvest
 from kb.ids import register_sql_functions
 from kb.publish import make_datasette
 from kb.sources import http as source_http
+from serving import started_datasette
 
 SEED = "pmid:30000001"
 
@@ -43,9 +44,7 @@ def db_path(tmp_path_factory):
 
 @pytest.fixture
 async def ds(db_path):
-    datasette = make_datasette(db_path)
-    await datasette.invoke_startup()
-    return datasette
+    return await started_datasette(db_path)
 
 
 def test_tables(db_path):

@@ -14,15 +14,14 @@ from click.testing import CliRunner
 from kb.cli import cli
 from kb.records import record_files
 from kb.store import build
+from serving import started_datasette
 
 FIXTURE = Path(__file__).parent / "fixtures" / "build"
 
 
 @pytest.fixture(scope="module")
-def db_path(tmp_path_factory):
-    path = tmp_path_factory.mktemp("kb") / "kb.db"
-    build(record_files(FIXTURE), path)
-    return path
+def db_path(fixture_db):
+    return fixture_db
 
 
 def export(db_path, tmp_path, fmt, *extra):
@@ -263,11 +262,7 @@ def test_query_selects_papers(db_path, tmp_path):
 
 @pytest.fixture
 async def ds(db_path):
-    from kb.publish import make_datasette
-
-    datasette = make_datasette(db_path)
-    await datasette.invoke_startup()
-    return datasette
+    return await started_datasette(db_path)
 
 
 async def test_result_pages_link_bibliographies(ds):

@@ -13,15 +13,14 @@ from largekb import large_kb  # noqa: F401  (the session fixture)
 
 from kb.publish import graphview
 from kb.publish import make_datasette
+from serving import started_datasette
 
 LABEL = re.compile(r"^[A-Z][A-Za-z' -]+ (19|20)\d\d$")
 
 
 @pytest.fixture
 async def ds(large_kb):  # noqa: F811
-    datasette = make_datasette(large_kb.db)
-    await datasette.invoke_startup()
-    return datasette
+    return await started_datasette(large_kb.db)
 
 
 async def get(ds, path):
