@@ -337,6 +337,10 @@ async def test_papers_table_is_readable(large_ds, large_kb):  # noqa: F811
     assert "show every column" in html
     every = (await large_ds.client.get("/kb/papers?_search=leukemia&_kb_cols=all")).text
     assert "td:not(.col-id" not in every and "Back to the readable set" in every
+    # The readable columns are the only ones selected and rendered (not merely hidden): every column on request.
+    shown = set(re.findall(r'<td class="col-(\w+)', html))
+    assert shown == set(pages.PAPER_DISPLAY_COLUMNS), shown
+    assert {"mesh_text", "authors_text", "journal_id", "community"} <= set(re.findall(r'<td class="col-(\w+)', every))
     # JSON lists read as lists; facet headings without kb's facet type names.
     assert 'class="kb-list"' in html and "(kb_list)" not in html and "(kb_column)" not in html
     # JSON is untouched.

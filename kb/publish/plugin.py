@@ -680,6 +680,11 @@ class CachedFacetMixin:
         facet_results, facets_timed_out = [], []
         facet_size = self.get_facet_size()
         pairs = self.get_querystring_pairs()
+        # Datasette's URL strings (PrefixedUrlString) call dir(str) on every method access: urljoin over them cost
+        # ~0.2 ms per facet value, 10 ms per search page; plain str gives the same URL.
+        def absolute(path) -> str:
+            return self.ds.absolute_url(self.request, str(self.ds.urls.path(path)))
+
         for source_and_config in self.get_configs():
             config = source_and_config["config"]
             column = config.get("column") or config["simple"]
@@ -700,7 +705,7 @@ class CachedFacetMixin:
                     toggle = path_with_added_args(self.request, {arg: value})
                 values.append({"value": value, "label": labels.get(value, value), "count": count,
                                "selected": selected,
-                               "toggle_url": self.ds.absolute_url(self.request, self.ds.urls.path(toggle))})
+                               "toggle_url": absolute(toggle)})
             facet_results.append({
                 "name": column, "type": self.type, "results": values,
                 "hideable": source_and_config["source"] != "metadata",
@@ -756,3 +761,56 @@ class ListFacet(CachedFacetMixin, ArrayFacet):
 @hookimpl
 def register_facet_classes():
     return [CachedColumnFacet, ListFacet]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The papers table's HTML page reads and renders its readable columns only.
+
+def _readable_columns(datasette, request, table_columns, pks) -> list[str] | None:
+    """The columns the papers table's HTML page selects when the visitor chose none (no ?_col, ?_nocol or
+    ?_kb_cols): the primary key and kb.publish.pages.PAPER_DISPLAY_COLUMNS, in table order. None elsewhere
+    (other tables, JSON, CSV and the other formats, a database that is not the knowledge base)."""
+    if request is None or request.url_vars.get("format") is not None:
+        return None
+    args = request.args
+    if "_col" in args or "_nocol" in args or "_kb_cols" in args:
+        return None
+    from datasette.utils import tilde_decode
+
+    if tilde_decode(request.url_vars.get("table") or "") != "papers":
+        return None
+    try:
+        db = kb_database(datasette)
+    except NotFound:
+        return None
+    if tilde_decode(request.url_vars.get("database") or "") != db.route:
+        return None
+    wanted = set(pages.PAPER_DISPLAY_COLUMNS) | set(pks)
+    if not wanted <= set(table_columns):
+        return None
+    return [c for c in table_columns if c in wanted]
+
+
+def _patch_table_columns() -> None:
+    """Datasette 0.65 selects, renders (a render_cell call per cell) and expands the foreign keys of every column of a
+    table page; the papers table has ~40, of which the page shows 12 (the rest used to be hidden by CSS). Select only
+    those on the HTML page: the same page, less than half the rendering time. JSON and CSV keep every column."""
+    from datasette.views.table import TableView
+
+    original = TableView.columns_to_select
+    if getattr(original, "_kb_readable", False):
+        return
+
+    async def columns_to_select(self, table_columns, pks, request):
+        readable = _readable_columns(self.ds, request, table_columns, pks)
+        if readable is not None:
+            return readable
+        return await original(self, table_columns, pks, request)
+
+    columns_to_select._kb_readable = True
+    TableView.columns_to_select = columns_to_select
+
+
+@hookimpl
+def startup(datasette):
+    _patch_table_columns()  # here rather than at import: the plugin is imported while datasette.views loads
