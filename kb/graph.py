@@ -169,6 +169,116 @@ def top_pairs(n: int, keys, score, stub, per_paper: int, per_stub: int) -> np.nd
     return keep
 
 
+SIMILARITY_BLOCK_PAIRS = 100_000    # candidate pairs per block of similar_pairs: small blocks sort in the CPU cache
+
+
+def _memberships(group, member, n: int, max_fanout: int):
+    """The groups of 2..max_fanout members (a citing paper's references, a cited paper's citers): their members
+    (CSR: indptr, members), each node's groups (CSR: node_ptr, node_groups) and each group's size."""
+    size = np.bincount(group, minlength=n)
+    sel = ((size >= 2) & (size <= max_fanout))[group]
+    g, m = group[sel], member[sel]
+    order = np.lexsort((m, g))
+    members = m[order]
+    indptr = np.r_[0, np.cumsum(np.bincount(g, minlength=n))]
+    by_node = np.argsort(m, kind="stable")
+    node_groups = g[by_node]
+    node_ptr = np.r_[0, np.cumsum(np.bincount(m, minlength=n))]
+    return indptr, members, node_ptr, node_groups, size
+
+
+def _block_counts(lo: int, hi: int, n: int, groups) -> tuple:
+    """(sorted keys (u - lo) * n + v, counts): for every node u in [lo, hi) and every other node v, the groups
+    holding both (each unordered pair counted from u's side here, from v's in v's block)."""
+    indptr, members, node_ptr, node_groups, size = groups
+    gs = node_groups[node_ptr[lo]:node_ptr[hi]]
+    us = np.repeat(np.arange(lo, hi), np.diff(node_ptr[lo:hi + 1]))
+    k = size[gs]
+    total = int(k.sum())
+    if not total:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    ends = np.cumsum(k)
+    pos = np.repeat(indptr[gs] - (ends - k), k) + np.arange(total)
+    v = members[pos]
+    u = np.repeat(us, k)
+    del pos, gs, us, k, ends
+    keys = (u - lo) * n + v
+    keys = keys[u != v]
+    del u, v
+    keys.sort()
+    if not len(keys):
+        return keys, np.zeros(0, dtype=np.int64)
+    starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    return keys[starts], np.diff(np.r_[starts, len(keys)])
+
+
+def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_paper: int = SIMILAR_PER_PAPER,
+                  per_stub: int = SIMILAR_PER_STUB, block_pairs: int = SIMILARITY_BLOCK_PAIRS) -> tuple:
+    """The kept paper_similarity pairs: (sorted keys a*n+b, cocitations, coupling) of the pairs among the
+    `per_paper` best of a or of b (`per_stub` for a stub), exactly top_pairs(similarity(...)), computed for a
+    block of papers at a time (every pair touching the block, counted and ranked) so that memory holds about
+    `block_pairs` candidate pairs, not all of them."""
+    src = np.asarray(src, dtype=np.int64)
+    dst = np.asarray(dst, dtype=np.int64)
+    stub = np.asarray(stub, dtype=bool)
+    empty = np.zeros(0, dtype=np.int64)
+    if n == 0 or len(src) == 0:
+        return empty, empty, empty
+    cocited = _memberships(src, dst, n, max_fanout)      # cited together by one citing paper
+    coupled = _memberships(dst, src, n, max_fanout)      # citing papers sharing one reference
+    # candidate pairs per node (an upper bound: a partner met in several groups counts each time)
+    work = np.zeros(n, dtype=np.int64)
+    for _indptr, _members, node_ptr, node_groups, size in (cocited, coupled):
+        node_of = np.repeat(np.arange(n), np.diff(node_ptr))
+        work += np.bincount(node_of, weights=size[node_groups] - 1, minlength=n).astype(np.int64)
+    cum = np.cumsum(work)
+    bounds, lo = [0], 0
+    while lo < n:
+        hi = int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + block_pairs, side="right"))
+        lo = max(hi, lo + 1)
+        bounds.append(min(lo, n))
+    limit = np.where(stub, per_stub, per_paper)
+    out_keys, out_coc, out_cpl = [], [], []
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        cok, coc = _block_counts(lo, hi, n, cocited)
+        cpk, cpl = _block_counts(lo, hi, n, coupled)
+        keys = np.concatenate([cok, cpk])
+        keys.sort()
+        if not len(keys):
+            continue
+        keys = keys[np.r_[True, keys[1:] != keys[:-1]]]
+        cocit = np.zeros(len(keys), dtype=np.int64)
+        coupl = np.zeros(len(keys), dtype=np.int64)
+        cocit[np.searchsorted(keys, cok)] = coc
+        coupl[np.searchsorted(keys, cpk)] = cpl
+        del cok, coc, cpk, cpl
+        u, v = keys // n + lo, keys % n
+        score = cocit + coupl
+        top = int(score.max()) + 1
+        if float(hi - lo) * top * 2 * n < 2 ** 62:
+            # rank each node's partners: -score, then a stub partner last, then partner index (top_pairs' order)
+            order = np.argsort((((u - lo) * top + (top - 1 - score)) * 2 + stub[v]) * n + v)
+        else:                                         # pragma: no cover (tens of millions of papers)
+            order = np.lexsort((v, stub[v], -score, u))
+        u_sorted = u[order]
+        starts = np.flatnonzero(np.r_[True, u_sorted[1:] != u_sorted[:-1]])
+        rank = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+        chosen = order[rank < limit[u_sorted]]
+        del u_sorted, starts, rank, order
+        a, b = np.minimum(u[chosen], v[chosen]), np.maximum(u[chosen], v[chosen])
+        out_keys.append(a * n + b)
+        out_coc.append(cocit[chosen])
+        out_cpl.append(coupl[chosen])
+        del keys, u, v, score, cocit, coupl, chosen
+    if not out_keys:
+        return empty, empty, empty
+    keys = np.concatenate(out_keys)
+    order = np.argsort(keys, kind="stable")
+    keys = keys[order]
+    first = np.r_[True, keys[1:] != keys[:-1]]         # a pair chosen by both its papers comes twice
+    return keys[first], np.concatenate(out_coc)[order][first], np.concatenate(out_cpl)[order][first]
+
+
 def _sorted_unique(values) -> np.ndarray:
     """np.unique by sorting (numpy 2's hash-based unique is many times slower on millions of int64)."""
     values = np.sort(np.asarray(values, dtype=np.int64))
@@ -356,11 +466,9 @@ def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT
     dist = hops(n, src, dst, seeds)
     component = _numbered(_groups(components(n, src, dst).tolist()))
     community, found, method = community_numbers(n, src, dst, seed) if communities else ({}, None, None)
-    keys, cocit, coupl = similarity(n, src, dst, max_fanout)
     # Bound the table per paper, not globally: a pair stays when it is among the best `per_paper` of either
     # paper (best `per_stub` for a work known only from a reference list), so every paper keeps its best pairs.
-    keep = top_pairs(n, keys, cocit + coupl, np.asarray(stub, dtype=bool), per_paper, per_stub)
-    keys, cocit, coupl = keys[keep], cocit[keep], coupl[keep]
+    keys, cocit, coupl = similar_pairs(n, src, dst, stub, max_fanout, per_paper, per_stub)
     get = community.get
     columns = [(int(indeg[i]), int(outdeg[i]), round(float(pr[i]), 12), dist[i], component[i], get(i))
                for i in range(n)]
@@ -401,7 +509,7 @@ def with_communities(measures: dict, numbers: tuple) -> dict:
     return measures
 
 
-MEASURE_COLUMNS = ("citation_count_kb", "reference_count_kb", "pagerank", "hop", "component", "community")
+from .store import MEASURE_COLUMNS  # noqa: E402  (the papers columns of compute_measures' "columns", in order)
 
 
 def similarity_rows(ids, measures: dict):

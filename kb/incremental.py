@@ -329,7 +329,8 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
     rows = store._Rows(lexicon, state["seeds"], state["journals"], state["authors"], state["descriptors"])
     for key in sorted(papers):
         rows.add(key, papers[key])
-    jkeys = {r[9] for r in rows.papers if r[9]}
+    journal_id = list(store.SCHEMA["papers"][0]).index("journal_id")
+    jkeys = {r[journal_id] for r in rows.papers if r[journal_id]}
     akeys = {r[1] for r in rows.pa}
     uis = {r[1] for r in rows.mesh}
     timings["rows"] = time.perf_counter() - t

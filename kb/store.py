@@ -46,15 +46,17 @@ SCHEMA = {
                   "country": str, "paper_count": int}, "id", []),
     "authors": ({"id": str, "name": str, "last_name": str, "fore_name": str, "initials": str, "collective": str,
                  "orcid": str, "paper_count": int}, "id", []),
-    "papers": ({"id": str, "pmid": str, "doi": str, "pmcid": str, "title": str, "label": str, "abstract": str,
+    # papers: the short columns first (identifiers, facets, graph measures), the long texts last, so that reading
+    # a facet or a measure does not walk the overflow pages of a row with a long abstract
+    "papers": ({"id": str, "pmid": str, "doi": str, "pmcid": str, "title": str, "label": str,
                 "journal": str, "journal_iso": str, "journal_id": str, "year": int, "pub_date": str,
                 "volume": str, "issue": str, "pages": str, "language": str, "kind": str, "source": str,
-                "is_seed": int, "hop": int, "resolved": int, "authors_display": str, "first_author": str,
+                "is_seed": int, "resolved": int, "authors_display": str, "first_author": str,
                 "author_count": int, "authors_complete": int, "pubmed_url": str, "doi_url": str,
-                "mesh_major": str, "mesh_terms": str, "publication_types": str, "keywords": str, "concepts": str, "mesh_text": str,
-                "keywords_text": str, "authors_text": str, "concept_terms": str, "citation_count_kb": int,
-                "reference_count_kb": int, "pagerank": float,
-                "component": int, "community": int},
+                "citation_count_kb": int, "reference_count_kb": int, "pagerank": float, "hop": int,
+                "component": int, "community": int,
+                "mesh_major": str, "publication_types": str, "concepts": str, "keywords": str, "mesh_terms": str,
+                "abstract": str, "mesh_text": str, "keywords_text": str, "authors_text": str, "concept_terms": str},
                "id", [("journal_id", "journals", "id")]),
     "paper_authors": ({"paper_id": str, "author_id": str, "position": int, "affiliations": str},
                       ("paper_id", "position"), [("paper_id", "papers", "id"), ("author_id", "authors", "id")]),
@@ -89,6 +91,11 @@ SCHEMA = {
     "paper_coverage": ({"paper_id": str, "source": str, "references": int, "citers": int, "stated_references": int,
                         "status": str, "message": str}, ("paper_id", "source"), [("paper_id", "papers", "id")]),
 }
+
+# the graph measures, in the order of kb.graph.compute_measures' columns; one run of papers columns
+MEASURE_COLUMNS = ("citation_count_kb", "reference_count_kb", "pagerank", "hop", "component", "community")
+PAPER_MEASURES = list(SCHEMA["papers"][0]).index(MEASURE_COLUMNS[0])
+assert tuple(SCHEMA["papers"][0])[PAPER_MEASURES:PAPER_MEASURES + len(MEASURE_COLUMNS)] == MEASURE_COLUMNS
 
 INDEXES = [
     ("papers", ["year"]), ("papers", ["pagerank"]), ("papers", ["hop"]), ("papers", ["is_seed"]),
@@ -750,19 +757,20 @@ class _Rows:
             display = _authors_display(names)
             if display and fields.get("et_al") and not display.endswith("et al."):
                 display += ", et al."
+        # SCHEMA["papers"] order; the graph measures (MEASURE_COLUMNS, at PAPER_MEASURES) are filled in later
         self.papers.append((
             key, pmid, doi, p.get("pmcid"), p.get("title"),
             paper_label(names[0] if names else None, year, journal_iso or journal_title, p.get("title"), key),
-            p.get("abstract"),
             journal_title, journal_iso, jkey, year, p.get("pub_date"), p.get("volume"), p.get("issue"),
             p.get("pages"), ", ".join(langs) or None, p.get("kind"), source,
-            1 if key in self.seeds else 0, None, 0 if stub else 1, display,
+            1 if key in self.seeds else 0, 0 if stub else 1, display,
             names[0] if names else None, len(names),
             0 if p.get("authors_complete") is False or (stub and p.get("_fields", {}).get("et_al")) else 1,
             f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/" if pmid else None,
             f"https://doi.org/{doi}" if doi else None,
-            _jsonl(sorted(major_names)), _jsonl(sorted(set(mesh_names))),
-            _jsonl(pts), _jsonl(kws), _jsonl(labels),
+            None, None, None, None, None, None,
+            _jsonl(sorted(major_names)), _jsonl(pts), _jsonl(labels), _jsonl(kws), _jsonl(sorted(set(mesh_names))),
+            p.get("abstract"),
             "; ".join(mesh_names) or None,
             "; ".join(kws) or None,
             "; ".join(names + fore_names) or None,
@@ -772,7 +780,7 @@ class _Rows:
         """Insert the per-paper table rows gathered so far; with `papers`, the papers rows too, their graph
         measures left null (see store_paper_measures), else they wait for paper_rows."""
         if papers:
-            _load_rows(conn, "papers", (row + (None,) * 5 for row in self.papers))
+            _load_rows(conn, "papers", self.papers)
             self.papers.clear()
         for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
                             ("publication_types", self.pt), ("paper_concepts", self.pc)):
@@ -782,15 +790,13 @@ class _Rows:
     def paper_rows(self, measures: dict, index: dict):
         """papers rows with their graph measures: hop and the five measure columns filled in."""
         columns = measures["columns"]
+        m, after = PAPER_MEASURES, PAPER_MEASURES + len(MEASURE_COLUMNS)
         for row in self.papers:
-            indeg, outdeg, pr, hop, component, community = columns[index[row[0]]]
-            yield row[:19] + (hop,) + row[20:] + (indeg, outdeg, pr, component, community)
+            yield row[:m] + columns[index[row[0]]] + row[after:]
 
     @staticmethod
     def store_paper_measures(conn, measures: dict):
         """The graph measures of papers rows inserted by flush(papers=True), in order (rowid = index + 1)."""
-        from .graph import MEASURE_COLUMNS
-
         conn.executemany(f"UPDATE papers SET {', '.join(c + ' = ?' for c in MEASURE_COLUMNS)} WHERE rowid = ?",
                          (cols + (i,) for i, cols in enumerate(measures["columns"], 1)))
 

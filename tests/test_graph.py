@@ -110,6 +110,26 @@ def test_similarity_function_matches_brute_force():
     assert got == expected
 
 
+def test_similar_pairs_by_blocks_equal_the_whole_computation():
+    # the blocked computation (bounded memory) keeps exactly the pairs top_pairs keeps of all candidate pairs,
+    # whatever the block size: one paper per block, a few, all at once
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    for trial in range(60):
+        n = int(rng.integers(2, 50))
+        pairs = sorted({(int(a), int(b)) for a, b in rng.integers(0, n, (int(rng.integers(0, 300)), 2)) if a != b})
+        src = np.array([a for a, _ in pairs], dtype=np.int64)
+        dst = np.array([b for _, b in pairs], dtype=np.int64)
+        stub = rng.random(n) < 0.3
+        fanout, per_paper, per_stub = int(rng.integers(2, 12)), int(rng.integers(1, 5)), int(rng.integers(0, 3))
+        keys, cocit, coupl = graph.similarity(n, src, dst, fanout)
+        keep = graph.top_pairs(n, keys, cocit + coupl, stub, per_paper, per_stub)
+        for block in (1, 7, 10 ** 9):
+            got = graph.similar_pairs(n, src, dst, stub, fanout, per_paper, per_stub, block_pairs=block)
+            assert [x.tolist() for x in got] == [keys[keep].tolist(), cocit[keep].tolist(), coupl[keep].tolist()]
+
+
 def test_max_fanout_skips_hubs():
     # paper 0 cites 1..5: with max_fanout 4 it adds no co-citation pairs
     keys, cocit, coupl = graph.similarity(6, [0] * 5, [1, 2, 3, 4, 5], max_fanout=4)
