@@ -5,7 +5,8 @@ parameters and JSON (sample answers written for these tests):
 
 - ``/europepmc/webservices/rest/MED/{pmid}/references|citations?format=json&page=&pageSize=`` (paged, hitCount)
 - ``/opencitations/index/v2/references|citations/{doi:...|pmid:...}`` (a JSON list; ids "omid:... doi:... pmid:...")
-- ``/crossref/works/{doi}`` (``message.reference`` and ``reference-count``; 404 "Resource not found.")
+- ``/crossref/works/{doi}`` (``message.reference`` and ``reference-count``; 404 "Resource not found.") and
+  ``/crossref/works?filter=doi:A,doi:B&rows=N`` (``message.items``, the works it knows)
 - ``/icite/api/pubs?pmids=...&fl=...`` (``data`` list; ``shape="2025"`` drops ``references``/``cited_by``)
 
 The truth is a fake_eutils Corpus (the same papers the fake E-utilities serve): each paper's ``refs``.
@@ -223,17 +224,35 @@ def opencitations(truth: Truth, fake, path: str, params: dict):
 
 
 def crossref(truth: Truth, fake, path: str, params: dict):
+    if path.strip("/") == "works":          # a list: filter=doi:A,doi:B (values of one filter are ORed)
+        values = [v for f in params.get("filter", []) for v in f.split(",") if v]
+        if any(not v.startswith("doi:") for v in values):
+            return 400, {"status": "failed", "message-type": "validation-failure",
+                         "message": [{"type": "filter-not-available", "value": v} for v in values]}
+        rows = int((params.get("rows") or ["20"])[0])
+        if rows > 1000:
+            return 400, {"status": "failed", "message-type": "validation-failure", "message": "rows > 1000"}
+        found = [truth.by_doi(v[4:].lower()) for v in values]
+        items = [_crossref_work(truth, p) for p in sorted({p.doi: p for p in found if p}.values(),
+                                                             key=lambda p: p.doi)]
+        return 200, {"status": "ok", "message-type": "work-list", "message-version": "1.0.0",
+                     "message": {"total-results": len(items), "items": items[:rows], "items-per-page": rows}}
     if not path.startswith("works/"):
         return 404, "Resource not found."
-    doi = unquote(path[len("works/"):]).lower()
-    p = truth.by_doi(doi)
+    p = truth.by_doi(unquote(path[len("works/"):]).lower())
     if p is None:
         return 404, "Resource not found."
+    return 200, {"status": "ok", "message-type": "work", "message-version": "1.0.0",
+                 "message": _crossref_work(truth, p)}
+
+
+def _crossref_work(truth: Truth, p) -> dict:
+    """A work's message as Crossref gives it: the reference list unless the publisher keeps it closed."""
     refs = truth.refs("crossref", p)
     message = {"DOI": p.doi, "type": "journal-article", "title": [p.title.rstrip(".")],
                "container-title": [p.journal.title], "reference-count": len(p.refs),
                "references-count": len(p.refs), "is-referenced-by-count": len(truth.citers.get(p.pmid, []))}
-    if doi not in truth.closed:
+    if p.doi.lower() not in truth.closed:
         listed = []
         for i, r in enumerate(refs, 1):
             f = truth.ref_fields(r)
@@ -248,7 +267,7 @@ def crossref(truth: Truth, fake, path: str, params: dict):
                 entry["year"] = str(f["year"])
             listed.append(entry)
         message["reference"] = listed
-    return 200, {"status": "ok", "message-type": "work", "message-version": "1.0.0", "message": message}
+    return message
 
 
 def icite(truth: Truth, fake, path: str, params: dict):

@@ -17,6 +17,7 @@ from kb.eutils import Eutils
 from kb.harvest import harvest
 from kb.records import read_records
 from kb.sources import parse_sources
+from kb.sources import crossref as crossref_source
 from kb.sources import http as source_http
 
 SEED = "pmid:30000001"
@@ -256,8 +257,29 @@ def test_crossref_closed_reference_list_and_polite_pool(corpus, eutils, monkeypa
     assert b"oc-token-123456" not in cached and b"kb-tests@example.org" not in cached
 
 
-def test_rate_limits_per_source(eutils, sources_env, tmp_path):
+def test_crossref_asks_many_dois_per_request(eutils, sources_env, monkeypatch, fast, tmp_path):
+    """Crossref is asked BATCH DOIs at a time (filter=doi:A,doi:B); what it gives equals one request per DOI."""
+    answers = {}
+    for batch in (2, 1000):
+        monkeypatch.setattr(crossref_source, "BATCH", batch)
+        before = len(sources_env.requests)
+        run(eutils, tmp_path / str(batch), ["europepmc", "crossref"], depth=2, cited_by=False)
+        asked = [r for r in sources_env.requests[before:] if r["source"] == "crossref"]
+        lists = [r for r in asked if r["path"].endswith("/works")]
+        sizes = [len(r["params"]["filter"][0].split(",")) for r in lists]
+        assert lists and max(sizes) <= batch and all(r["params"]["rows"] == [str(n)] for r, n in zip(lists, sizes))
+        recs = records(tmp_path / str(batch))
+        answers[batch] = (len(asked), sorted((r["citing"], r["cited"] or "", r["raw"] or "") for r in recs
+                                             if r["type"] == "citation" and r["source"] == "crossref"),
+                          {k: (v["references"], v["stated_references"], v["status"])
+                           for k, v in coverage(recs).items() if k[1] == "crossref"})
+    assert answers[2][0] > answers[1000][0] == 2     # the seed alone, then its references in one request
+    assert answers[2][1:] == answers[1000][1:] and answers[2][1]
+
+
+def test_rate_limits_per_source(eutils, sources_env, monkeypatch, tmp_path):
     """Request arrival times per source against its interval (documented limits, kb.sources.http.RATES)."""
+    monkeypatch.setattr(crossref_source, "BATCH", 1)     # enough Crossref requests to see its pace
     run(eutils, tmp_path, list(OPEN), depth=2, cited_by=False)
     for name in ("europepmc", "opencitations", "crossref"):
         times = sources_env.times(name)

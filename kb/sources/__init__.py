@@ -9,7 +9,7 @@ citation records (``source`` = the source's name) and, per paper, what the sourc
 pubmed         NCBI elink ``pubmed_pubmed_refs`` / ``pubmed_pubmed_citedin`` (PMC only), batches of 200
 europepmc      Europe PMC REST ``/MED/{pmid}/references`` and ``/citations`` (JSON, paged)
 opencitations  OpenCitations Index API v2 ``/references/{id}`` and ``/citations/{id}`` (doi:/pmid:)
-crossref       Crossref ``/works/{doi}``: the publisher-deposited reference list and ``reference-count``
+crossref       Crossref ``/works?filter=doi:...`` (50 a request): publisher-deposited references, ``reference-count``
 icite          NIH iCite ``/api/pubs?pmids=...`` (batches of 200): ``references`` and ``cited_by`` PMIDs
 =============  =========================================================================================
 
