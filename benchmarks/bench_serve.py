@@ -14,6 +14,10 @@ cache. Target: p95 < 150 ms for each.
 drawn at random from every endpoint above for --load-seconds; it prints throughput, p50/p95/max over all requests
 and p95 per endpoint under that load, and counts errors (non-200 answers, timeouts, refused connections).
 --processes N serves with `kb serve --processes N` (N server processes over the same immutable file).
+kb serve answers repeated GETs from memory (kb.publish.respcache; `--cache-mb`, 0 turns it off): --unique adds a
+distinct, ignored `_u=N` parameter to every request of the load test so that none is a repeat (the cache is then
+no help, only a cost); answers that came from it are counted. --code DIR serves with another checkout's kb (e.g. a
+`git worktree` of the previous commit) for before/after runs on the same database.
 """
 
 from __future__ import annotations
@@ -103,11 +107,17 @@ def endpoints(db: Path, n: int, seed: int = 7) -> dict[str, list[str]]:
 
 
 def timed_get(conn: http.client.HTTPConnection, path: str) -> tuple[float, int]:
+    ms, status, _ = timed_get_hit(conn, path)
+    return ms, status
+
+
+def timed_get_hit(conn: http.client.HTTPConnection, path: str) -> tuple[float, int, bool]:
+    """(milliseconds, status, whether kb serve answered from its response cache)."""
     t = time.perf_counter()
     conn.request("GET", path, headers={"Accept-Encoding": "identity"})
     response = conn.getresponse()
     response.read()
-    return (time.perf_counter() - t) * 1000, response.status
+    return (time.perf_counter() - t) * 1000, response.status, response.getheader("x-kb-cache") == "hit"
 
 
 def pct(values, q):
@@ -142,10 +152,14 @@ def server_cpu_seconds(port: int) -> float | None:
     return sum(stats[pid][2] for pid in tree)
 
 
-def load_test(port: int, plan: dict[str, list[str]], clients: int, seconds: float, seed: int = 11) -> int:
-    """`clients` threads issue requests drawn from every endpoint for `seconds`; prints the figures, returns errors."""
+def load_test(port: int, plan: dict[str, list[str]], clients: int, seconds: float, seed: int = 11,
+              unique: bool = False) -> int:
+    """`clients` threads issue requests drawn from every endpoint for `seconds`; prints the figures, returns errors.
+    With `unique`, every request gets its own `_u=N` parameter (ignored by the server): no two are the same."""
     pool = [(label, path) for label, paths in plan.items() for path in paths]
     results: list[tuple[str, float, int]] = []
+    hits: list[int] = []
+    counter = iter(range(10**9))
     errors: list[str] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -155,8 +169,12 @@ def load_test(port: int, plan: dict[str, list[str]], clients: int, seconds: floa
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
         while time.monotonic() < stop:
             label, path = rng.choice(pool)
+            if unique:
+                with lock:
+                    n = next(counter)
+                path += ("&" if "?" in path else "?") + f"_u={n}"
             try:
-                ms, st = timed_get(conn, path)
+                ms, st, hit = timed_get_hit(conn, path)
             except (OSError, http.client.HTTPException) as exc:
                 with lock:
                     errors.append(f"{label}: {type(exc).__name__}")
@@ -165,6 +183,7 @@ def load_test(port: int, plan: dict[str, list[str]], clients: int, seconds: floa
                 continue
             with lock:
                 results.append((label, ms, st))
+                hits.append(hit)
         conn.close()
 
     cpu0 = server_cpu_seconds(port)
@@ -178,9 +197,10 @@ def load_test(port: int, plan: dict[str, list[str]], clients: int, seconds: floa
     cpu1 = server_cpu_seconds(port)
     times = sorted(ms for _, ms, _ in results)
     bad = [st for _, _, st in results if st != 200]
-    print(f"\nload: {clients} concurrent clients for {elapsed:.1f}s, requests drawn from every endpoint: "
+    print(f"\nload: {clients} concurrent clients for {elapsed:.1f}s, requests drawn from every endpoint"
+          f"{', every one unique' if unique else ' (the mix repeats paths)'}: "
           f"{len(results):,} answered ({len(results) / elapsed:.0f}/s), {len(bad)} non-200, {len(errors)} failed; "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"{sum(hits):,} from the response cache; load average {os.getloadavg()[0]:.1f}")
     if cpu0 is not None and cpu1 is not None and results:
         print(f"  server CPU: {cpu1 - cpu0:.1f} s in {elapsed:.1f} s ({(cpu1 - cpu0) / elapsed:.2f} cores busy), "
               f"{(cpu1 - cpu0) / len(results) * 1000:.1f} ms per request")
@@ -206,6 +226,9 @@ def main():
     ap.add_argument("--load-seconds", type=float, default=30.0, help="duration of the load test")
     ap.add_argument("--processes", type=int, default=1, help="server processes (kb serve --processes)")
     ap.add_argument("--skip-endpoints", action="store_true", help="only the load test")
+    ap.add_argument("--unique", action="store_true", help="load test: every request unique (no cache hits)")
+    ap.add_argument("--cache-mb", type=int, default=None, help="kb serve --cache-mb (default: kb serve's)")
+    ap.add_argument("--code", type=Path, default=ROOT, help="checkout whose kb serves (default: this one)")
     args = ap.parse_args()
     if not args.db.is_file():
         sys.exit(f"no database at {args.db}: run benchmarks/bench_build.py --keep DIR first")
@@ -216,10 +239,12 @@ def main():
     t = time.perf_counter()
     server = contextlib.ExitStack()
     extra = ("--processes", str(args.processes)) if args.processes != 1 else ()
-    _, port = server.enter_context(kb_serve(args.db, *extra, cwd=ROOT, timeout=300))
+    if args.cache_mb is not None:
+        extra += ("--cache-mb", str(args.cache_mb))
+    _, port = server.enter_context(kb_serve(args.db.resolve(), *extra, cwd=args.code.resolve(), timeout=300))
     print(f"kb serve ({args.processes} process{'es' if args.processes > 1 else ''}) answered after "
           f"{time.perf_counter() - t:.1f}s; {args.requests} requests per endpoint, {args.clients} client(s); "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"code {args.code.resolve()}; load average {os.getloadavg()[0]:.1f}")
     plan = endpoints(args.db, args.requests)
     failures = 0
     try:
@@ -228,16 +253,17 @@ def main():
             first_conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             first, status = timed_get(first_conn, paths[0])
             first_conn.close()
-            times, statuses = [], [status]
+            times, statuses, hits = [], [status], []
             lock = threading.Lock()
 
             def worker(chunk):
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
                 for path in chunk:
-                    ms, st = timed_get(c, path)
+                    ms, st, hit = timed_get_hit(c, path)
                     with lock:
                         times.append(ms)
                         statuses.append(st)
+                        hits.append(hit)
                 c.close()
 
             chunks = [paths[1:][k::args.clients] for k in range(args.clients)]
@@ -252,9 +278,10 @@ def main():
             p95 = pct(times, 95)
             flag = "" if p95 < TARGET_MS else "  <-- over target"
             print(f"{label:38} {first:8.1f} {pct(times, 50):8.1f} {p95:8.1f} {times[-1]:8.1f}{flag}"
-                  + (f"  ({len(bad)} non-200: {sorted(set(bad))})" if bad else ""))
+                  + (f"  ({len(bad)} non-200: {sorted(set(bad))})" if bad else "")
+                  + (f"  ({sum(hits)} of {len(hits)} from the response cache)" if any(hits) else ""))
         if args.load_clients:
-            failures += load_test(port, plan, args.load_clients, args.load_seconds)
+            failures += load_test(port, plan, args.load_clients, args.load_seconds, unique=args.unique)
     finally:
         server.close()
     print(f"target: p95 < {TARGET_MS:.0f} ms per endpoint; {failures} failed requests")

@@ -195,11 +195,14 @@ class PortType(click.ParamType):
 @click.option("--rebuild", is_flag=True, help="Rebuild the database even when it exists (or build a missing --db)")
 @click.option("--processes", type=click.IntRange(1, 16), default=1, show_default=True,
               help="Server processes over the same database (one per core for many concurrent users)")
-def serve(data_dir, db_path, host, port, rebuild, processes):
+@click.option("--cache-mb", type=click.IntRange(0, 4096), default=64, show_default=True,
+              help="Memory per process for whole pages answered again from memory (the database is immutable); 0: off")
+def serve(data_dir, db_path, host, port, rebuild, processes, cache_mb):
     """Serve the knowledge base in Datasette, building it first when it is missing."""
     from .publish import serve_command
 
-    serve_command(data_dir=data_dir, db_path=db_path, host=host, port=port, rebuild=rebuild, processes=processes)
+    serve_command(data_dir=data_dir, db_path=db_path, host=host, port=port, rebuild=rebuild, processes=processes,
+                  cache_mb=cache_mb)
 
 
 @cli.group()

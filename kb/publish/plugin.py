@@ -608,9 +608,14 @@ READ_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 @hookimpl
 def asgi_wrapper(datasette):
-    """Refuse every request that could write (POST, PUT, PATCH, DELETE) when kb serves its database read-only."""
+    """Refuse every request that could write (POST, PUT, PATCH, DELETE) when kb serves its database read-only; answer
+    repeated GETs of an immutable database from kb.publish.respcache when `kb serve` gave the instance a cache."""
 
     def wrap(app):
+        from . import respcache
+
+        app = respcache.wrap(app, datasette)
+
         async def read_only_app(scope, receive, send):
             if (scope.get("type") == "http" and getattr(datasette, "_kb_read_only", False)
                     and scope.get("method", "GET").upper() not in READ_METHODS):

@@ -129,8 +129,9 @@ def _register_plugin() -> None:
 
 
 def make_datasette(db_path: str | Path, *, metadata: dict | None = None, settings: dict | None = None,
-                   immutable: bool = True):
-    """A Datasette instance serving `db_path` read-only with kb's metadata and plugin (call invoke_startup next)."""
+                   immutable: bool = True, cache_mb: int = 0):
+    """A Datasette instance serving `db_path` read-only with kb's metadata and plugin (call invoke_startup next).
+    With `cache_mb` and an immutable database, repeated GETs are answered from memory (kb.publish.respcache)."""
     from datasette.app import Datasette
 
     db_path = Path(db_path)
@@ -146,6 +147,10 @@ def make_datasette(db_path: str | Path, *, metadata: dict | None = None, setting
     else:
         ds = Datasette([str(db_path)], metadata=metadata, settings=combined, cors=False)
     ds._kb_read_only = True  # kb's plugin answers 405 to any POST/PUT/PATCH/DELETE
+    if immutable and cache_mb > 0:
+        from .respcache import ResponseCache
+
+        ds._kb_response_cache = ResponseCache(cache_mb * 1024 * 1024)  # kb's asgi_wrapper hook puts it in front
     return ds
 
 
@@ -217,7 +222,7 @@ def _stale(db_path: Path, data_dir) -> str | None:
 
 
 def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: int = 8001,
-                  rebuild: bool = False, processes: int = 1) -> None:
+                  rebuild: bool = False, processes: int = 1, cache_mb: int = 0) -> None:
     """Serve the knowledge base with Datasette. With no database given, ./kb.db is built first when missing
     (from --data, ./kb-data or the embedded default); a database given that does not exist is an error, unless
     --rebuild asks to build it there. Paths and the address are checked before anything is built or created."""
@@ -252,7 +257,7 @@ def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: in
     if processes > 1:  # kb/publish/serve_pool.py: each worker process builds and warms up its own Datasette
         make_datasette(db_path)  # fail here, with one line, on a bad database or metadata
     else:
-        ds = make_datasette(db_path)
+        ds = make_datasette(db_path, cache_mb=cache_mb)
         asyncio.run(ds.invoke_startup())
         asyncio.run(warm_up(ds))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
@@ -264,6 +269,6 @@ def serve_command(data_dir=None, db_path=None, host: str = "127.0.0.1", port: in
         from .serve_pool import serve_processes
 
         click.echo(f"  {processes} server processes (each warms up before it accepts connections)", err=True)
-        serve_processes(db_path, host, port, processes)
+        serve_processes(db_path, host, port, processes, cache_mb)
         return
     uvicorn.run(ds.app(), host=host, port=port, log_level="warning", lifespan="on", workers=1)

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..errors import KbError
 
 ENV_DB = "KB_SERVE_DB"
+ENV_CACHE = "KB_SERVE_CACHE_MB"
 
 
 def _warm(ds) -> None:
@@ -53,12 +54,12 @@ def app():
     db = os.environ.get(ENV_DB)
     if not db:
         raise KbError(f"{ENV_DB} is not set: start the workers with `kb serve --processes N`")
-    ds = make_datasette(Path(db))
+    ds = make_datasette(Path(db), cache_mb=int(os.environ.get(ENV_CACHE) or 0))
     _warm(ds)
     return ds.app()
 
 
-def _worker(db: str, host: str, port: int) -> None:
+def _worker(db: str, host: str, port: int, cache_mb: int = 0) -> None:
     """One server process: warm up, then listen on its own SO_REUSEPORT socket and serve until told to stop."""
     import socket
 
@@ -66,7 +67,7 @@ def _worker(db: str, host: str, port: int) -> None:
 
     from .serve import make_datasette, warm_up
 
-    ds = make_datasette(Path(db))
+    ds = make_datasette(Path(db), cache_mb=cache_mb)
     asyncio.run(ds.invoke_startup())
     asyncio.run(warm_up(ds))
     family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
@@ -80,7 +81,7 @@ def _worker(db: str, host: str, port: int) -> None:
     server.run(sockets=[sock])
 
 
-def serve_processes(db_path: str | os.PathLike, host: str, port: int, processes: int) -> None:
+def serve_processes(db_path: str | os.PathLike, host: str, port: int, processes: int, cache_mb: int = 0) -> None:
     """Serve `db_path` (already built and checked) with `processes` worker processes; blocks until Ctrl-C."""
     import multiprocessing
     import signal
@@ -92,11 +93,12 @@ def serve_processes(db_path: str | os.PathLike, host: str, port: int, processes:
         import uvicorn
 
         os.environ[ENV_DB] = db
+        os.environ[ENV_CACHE] = str(cache_mb)
         uvicorn.run("kb.publish.serve_pool:app", factory=True, host=host, port=port, workers=processes,
                     log_level="warning", lifespan="on")
         return
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_worker, args=(db, host, port), name=f"kb-serve-{k}") for k in range(processes)]
+    workers = [ctx.Process(target=_worker, args=(db, host, port, cache_mb), name=f"kb-serve-{k}") for k in range(processes)]
     stopping = []
 
     def stop(signum, frame):

@@ -1,0 +1,95 @@
+"""kb.publish.respcache: repeated GETs of an immutable knowledge base answered from a bounded memory cache, and
+nothing answered from it that could differ (other requests, cookies, writes, errors, mutable databases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kb.publish import make_datasette
+from kb.publish.respcache import ResponseCache, cache_key
+
+RECORDS = Path(__file__).parent / "fixtures" / "publish" / "records.jsonl"
+
+
+@pytest.fixture(scope="module")
+def db_path(tmp_path_factory):
+    from kb.store import build
+
+    path = tmp_path_factory.mktemp("respcache") / "kb.db"
+    build([RECORDS], path)
+    return path
+
+
+async def started(db_path, **options):
+    datasette = make_datasette(db_path, **options)
+    await datasette.invoke_startup()
+    return datasette
+
+
+def scope(path="/kb/papers", query=b"", method="GET", headers=()):
+    return {"type": "http", "method": method, "path": path, "raw_path": path.encode(), "query_string": query,
+            "scheme": "http", "root_path": "", "headers": [(b"host", b"example.org")] + list(headers)}
+
+
+def test_lru_bounded_by_bytes():
+    cache = ResponseCache(max_bytes=100, max_entry=60)
+    cache.put("a", 200, [], b"x" * 40)
+    cache.put("b", 200, [], b"y" * 40)
+    assert cache.get("a") is not None          # a is now the most recently used
+    cache.put("c", 200, [], b"z" * 40)         # 120 bytes: the least recently used (b) goes
+    assert cache.get("b") is None and cache.get("a") and cache.get("c")
+    assert cache.size == 80 <= cache.max_bytes
+    cache.put("big", 200, [], b"w" * 61)       # over max_entry: never stored
+    assert cache.get("big") is None and cache.size == 80
+    assert (cache.hits, cache.stored) == (3, 3)
+
+
+def test_cache_key():
+    base = cache_key(scope())
+    assert base is not None
+    assert cache_key(scope(query=b"_search=x")) != base                      # the query string is part of it
+    assert cache_key(scope(headers=[(b"host", b"other.org")])) != cache_key(scope(headers=[]))  # absolute URLs
+    assert cache_key(scope("/-/kb/citations.json")) is not None              # kb's graph data
+    for uncached in (scope(method="POST"), scope(method="HEAD"), scope(headers=[(b"cookie", b"ds_actor=x")]),
+                     scope(headers=[(b"authorization", b"Bearer x")]), scope(headers=[(b"if-none-match", b'"v"')]),
+                     scope(query=b"_trace=1"), scope("/-/versions.json"), scope("/-/actor.json"),
+                     scope("/-/kb/publish/static/kb.css")):
+        assert cache_key(uncached) is None, uncached
+
+
+async def test_repeated_get_is_answered_from_memory(db_path):
+    ds = await started(db_path, cache_mb=8)
+    cache = ds._kb_response_cache
+    for path in ("/kb/papers", "/kb/papers.json?_search=leukemia&_shape=objects", "/-/kb/citations.json",
+                 "/kb/papers?year=2011"):
+        first = await ds.client.get(path)
+        again = await ds.client.get(path)
+        assert first.status_code == again.status_code == 200
+        assert "x-kb-cache" not in first.headers and again.headers["x-kb-cache"] == "hit", path
+        assert again.content == first.content
+        assert again.headers["content-type"] == first.headers["content-type"]
+    # another query string is another page
+    other = await ds.client.get("/kb/papers?year=2010")
+    assert "x-kb-cache" not in other.headers and "2010" in other.text
+    # errors, cookies and writes never come from (or go into) the cache
+    for _ in range(2):
+        missing = await ds.client.get("/kb/no_such_table")
+        assert missing.status_code == 404 and "x-kb-cache" not in missing.headers
+        with_cookie = await ds.client.get("/kb/papers", cookies={"ds_actor": "someone"})
+        assert "x-kb-cache" not in with_cookie.headers
+    post = await ds.client.post("/kb/papers", data={})
+    assert post.status_code == 405
+    assert cache.size <= cache.max_bytes and cache.stored >= 4
+
+
+async def test_off_by_default_and_for_mutable_databases(db_path, tmp_path):
+    plain = await started(db_path)
+    await plain.client.get("/kb/papers")
+    assert "x-kb-cache" not in (await plain.client.get("/kb/papers")).headers
+    copy = tmp_path / "kb.db"
+    copy.write_bytes(db_path.read_bytes())
+    mutable = await started(copy, immutable=False, cache_mb=8)
+    await mutable.client.get("/kb/papers")
+    assert "x-kb-cache" not in (await mutable.client.get("/kb/papers")).headers
