@@ -222,6 +222,7 @@ class _Reader:
         self.mesh: dict[str, tuple] = {}        # descriptor UI -> (name, tree numbers), from "mesh" records
         self.order = 0
         self.origins: dict[tuple, int] = {}     # (provenance source, request) -> paper records, for kb_meta
+        self.shared: dict[tuple, dict] = {}     # one copy of equal journal and MeSH heading dicts
 
     def add(self, record: dict):
         kind = record["type"]
@@ -237,13 +238,45 @@ class _Reader:
                 key = f"doi:{doi}" if doi else None
             if not key:
                 raise KbError(f"a paper record without id, pmid or doi: {str(record.get('title'))[:80]!r}")
-            # Keep memory low on large builds: drop what the database does not hold, refs as tuples.
+            # Keep memory low on large builds: drop what the database does not hold, refs as tuples, one
+            # shared copy of equal journals and MeSH headings, author fields without nulls.
             record.pop("abstract_sections", None)
             record.pop("chemicals", None)
+            record.pop("book", None)
+            if prov:
+                record["provenance"] = {"source": prov.get("source")}
             refs = record.get("references")
             if refs:
                 record["references"] = [(r, None, None) if isinstance(r, str) else
                                         (r.get("citation"), r.get("pmid"), r.get("doi")) for r in refs]
+            shared = self.shared
+            j = record.get("journal")
+            if j and isinstance(j, dict):
+                try:
+                    record["journal"] = shared.setdefault(tuple(j.items()), j)
+                except TypeError:                 # a value that is not hashable: kept as it is
+                    pass
+            for field in ("mesh", "publication_types"):
+                items = record.get(field)
+                if items and isinstance(items, list):
+                    for i, m in enumerate(items):
+                        if not isinstance(m, dict):
+                            continue
+                        quals = m.get("qualifiers")
+                        try:
+                            if quals:                 # shared qualifiers, then the heading (keyed by their ids)
+                                quals = m["qualifiers"] = [shared.setdefault(tuple(q.items()), q) for q in quals]
+                                same = tuple((k, tuple(map(id, v)) if k == "qualifiers" else v)
+                                             for k, v in m.items())
+                            else:
+                                same = tuple(m.items())
+                            items[i] = shared.setdefault(same, m)
+                        except (TypeError, AttributeError):
+                            pass
+            authors = record.get("authors")
+            if authors and isinstance(authors, list):
+                record["authors"] = [{k: v for k, v in a.items() if v is not None} if isinstance(a, dict) else a
+                                     for a in authors]
             self.papers.setdefault(key, []).append((0 if _is_pubmed(record) else 1, self.order, record))
         elif kind == "citation":
             self.citations.append(record)
@@ -814,6 +847,24 @@ class _Rows:
                 for ui, d in sorted(self.descriptors.items()) if keys is None or ui in keys)
 
 
+def _release_memory():
+    """Give the C heap's free pages back to the system (glibc malloc_trim): the records freed as their rows are
+    made are mostly long strings, which the C allocator would otherwise keep (the build's peak memory)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
+
+
 def _edge_index_arrays(ids, pairs):
     """citing and cited index arrays (over the sorted ids) of sorted edge pairs."""
     import numpy as np
@@ -885,13 +936,16 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings):
     edges.clear()
     for p in papers.values():
         p.pop("references", None)             # in the citations table now; the rows do not read them
+    _release_memory()
     rows = _Rows(lexicon, seeds)
     for n, key in enumerate(ids, 1):
         rows.add(key, papers[key])
         papers[key] = None                    # the record is done with: free it
         if n % 5000 == 0:
             rows.flush(conn, papers=True)
+            _release_memory()
     rows.flush(conn, papers=True)
+    _release_memory()
     _load_rows(conn, "journals", rows.journal_rows())
     _load_rows(conn, "authors", rows.author_rows())
     _load_rows(conn, "mesh_descriptors", rows.descriptor_rows())
