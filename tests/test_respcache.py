@@ -93,3 +93,41 @@ async def test_off_by_default_and_for_mutable_databases(db_path, tmp_path):
     mutable = await started(copy, immutable=False, cache_mb=8)
     await mutable.client.get("/kb/papers")
     assert "x-kb-cache" not in (await mutable.client.get("/kb/papers")).headers
+
+
+async def test_schema_questions_answered_once_for_an_immutable_database(db_path, tmp_path, monkeypatch):
+    """kb.publish.immutable: Datasette's per-request schema questions (columns, keys, schema_version...) go to SQLite
+    once; the pages are the same as without it (compared with a mutable copy, which asks every time)."""
+    from datasette.database import Database
+
+    ds = await started(db_path)
+    copy = tmp_path / "kb.db"
+    copy.write_bytes(db_path.read_bytes())
+    plain = await started(copy, immutable=False)
+    trips = []
+    original = Database.execute_fn
+
+    async def spy(self, fn):
+        trips.append(self.name)
+        return await original(self, fn)
+
+    monkeypatch.setattr(Database, "execute_fn", spy)
+    paths = ("/kb/papers.json?_shape=objects&_search=leukemia", "/kb/papers.json?year=2011&_facet=journal",
+             "/kb/citations.json?_shape=objects&_size=50", "/kb/papers/pmid~3A21400001.json?_shape=objects")
+    for path in paths:
+        await ds.client.get(path)
+        trips.clear()
+        memo = await ds.client.get(path)
+        memo_trips = len(trips)
+        trips.clear()
+        asked = await plain.client.get(path)
+        assert memo.status_code == asked.status_code == 200, path
+        for data in (memo.json(), asked.json()):
+            data.pop("query_ms", None)
+            data.pop("database", None)
+        assert memo.json().get("rows") == asked.json().get("rows"), path
+        assert memo_trips < len(trips), (path, memo_trips, len(trips))
+    await ds.client.get("/kb/papers")
+    trips.clear()
+    await ds.client.get("/kb/papers")
+    assert len(trips) <= 4, trips  # the page's own queries: rows, count, facets; no schema questions

@@ -170,9 +170,18 @@ def _graph_filters(request, default_limit: int = DEFAULT_NODES) -> dict:
 
 
 def _json_response(data, status=200):
-    return Response(json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str), status=status,
-                    content_type="application/json; charset=utf-8",
+    # orjson: the same compact UTF-8 JSON as json.dumps(ensure_ascii=False, separators=(",", ":")), ~10x faster (a
+    # citation graph is ~230 KB)
+    return Response(_dumps(data), status=status, content_type="application/json; charset=utf-8",
                     headers={"Cache-Control": "max-age=60", "Access-Control-Allow-Origin": "*"})
+
+
+def _dumps(data) -> bytes | str:
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 PAPER_NODE_COLUMNS = ("p.id, p.pmid, p.doi, p.pmcid, p.title, p.journal, p.year, p.is_seed, p.hop, p.resolved, "

@@ -147,6 +147,11 @@ def make_datasette(db_path: str | Path, *, metadata: dict | None = None, setting
     else:
         ds = Datasette([str(db_path)], metadata=metadata, settings=combined, cors=False)
     ds._kb_read_only = True  # kb's plugin answers 405 to any POST/PUT/PATCH/DELETE
+    if immutable:
+        from . import immutable as schema_memo
+
+        schema_memo.install(ds)  # the schema questions Datasette asks per request, answered once (kb.publish.immutable)
+        ds.jinja_env.auto_reload = False  # templates are package files: no stat() of each one per page
     if immutable and cache_mb > 0:
         from .respcache import ResponseCache
 
