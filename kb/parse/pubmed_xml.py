@@ -17,7 +17,8 @@ RECORD_TAGS = ("PubmedArticle", "PubmedBookArticle", "MedlineCitation", "BookDoc
 
 
 # ---------------------------------------------------------------------------------------------
-# Field extraction (one pass over each record's children)
+# Field extraction (one pass over each record's children). Children are walked as slices, el[:]: lxml
+# makes the list in one call, ~1,000 CPU instructions less per child than stepping its iterator.
 
 
 def _t(el) -> str | None:
@@ -38,7 +39,7 @@ def _leaf(el) -> str | None:
 
 def _date_el(el) -> tuple[int | None, str | None]:
     year = month = day = season = medline = None
-    for c in el:
+    for c in el[:]:
         t = c.tag
         if t == "Year":
             year = c.text and c.text.strip()
@@ -56,12 +57,12 @@ def _date_el(el) -> tuple[int | None, str | None]:
 def _authors(al, out: list) -> None:
     """Append the valid authors of an AuthorList."""
     append = out.append
-    for a in al:
+    for a in al[:]:
         if a.tag != "Author" or a.get("ValidYN") == "N":
             continue
         last = fore = initials = suffix = collective = orcid = None
         affs = []
-        for c in a:
+        for c in a[:]:
             t = c.tag
             if t == "LastName":
                 last = c.text
@@ -70,7 +71,7 @@ def _authors(al, out: list) -> None:
             elif t == "Initials":
                 initials = c.text
             elif t == "AffiliationInfo":
-                for x in c:
+                for x in c[:]:
                     if x.tag == "Affiliation":
                         aff = _t(x)
                         if aff:
@@ -98,7 +99,7 @@ def _authors(al, out: list) -> None:
 
 
 def _abstract(ab, sections: list) -> None:
-    for c in ab:
+    for c in ab[:]:
         if c.tag == "AbstractText":
             text = _t(c)
             if text:
@@ -108,13 +109,13 @@ def _abstract(ab, sections: list) -> None:
 
 def _mesh(ml, out: list) -> None:
     append = out.append
-    for h in ml:
+    for h in ml[:]:
         if h.tag != "MeshHeading":
             continue
         ui = name = None
         dmajor = major = False
         quals = []
-        for c in h:
+        for c in h[:]:
             if c.tag == "DescriptorName":
                 ui = c.get("UI")
                 name = _leaf(c)
@@ -131,7 +132,7 @@ def _mesh(ml, out: list) -> None:
 
 def _keywords(kl, out: list) -> None:
     owner = kl.get("Owner")
-    for k in kl:
+    for k in kl[:]:
         if k.tag == "Keyword":
             text = _t(k)
             if text:
@@ -141,11 +142,11 @@ def _keywords(kl, out: list) -> None:
 
 
 def _chemicals(cl, out: list) -> None:
-    for ch in cl:
+    for ch in cl[:]:
         if ch.tag != "Chemical":
             continue
         rn = ui = name = None
-        for c in ch:
+        for c in ch[:]:
             if c.tag == "RegistryNumber":
                 rn = _leaf(c)
             elif c.tag == "NameOfSubstance":
@@ -157,15 +158,15 @@ def _chemicals(cl, out: list) -> None:
 
 def _references(rl, out: list) -> None:
     """Append each Reference of a ReferenceList (nested lists flattened)."""
-    for r in rl:
+    for r in rl[:]:
         t = r.tag
         if t == "Reference":
             citation = pmid = doi = pmc = None
-            for c in r:
+            for c in r[:]:
                 if c.tag == "Citation":
                     citation = _t(c)
                 elif c.tag == "ArticleIdList":
-                    for a in c:
+                    for a in c[:]:
                         if a.tag != "ArticleId":
                             continue
                         kind = a.get("IdType")
@@ -186,10 +187,10 @@ def _references(rl, out: list) -> None:
 def _cites(ccl, out: list) -> None:
     """References listed as CommentsCorrections RefType="Cites" (older MEDLINE records)."""
     append = out.append
-    for cc in ccl:
+    for cc in ccl[:]:
         if cc.get("RefType") == "Cites":
             citation = pmid = None
-            for c in cc:
+            for c in cc[:]:
                 if c.tag == "RefSource":
                     citation = _leaf(c)
                 elif c.tag == "PMID":
@@ -199,7 +200,7 @@ def _cites(ccl, out: list) -> None:
 
 
 def _article_ids(il, ids: dict) -> None:
-    for a in il:
+    for a in il[:]:
         if a.tag == "ArticleId":
             kind = a.get("IdType")
             if kind and kind not in ids:
@@ -211,7 +212,7 @@ def _article_ids(il, ids: dict) -> None:
 def _history_date(history) -> tuple[int | None, str | None]:
     """A fallback publication date from PubmedData/History: pubmed, then entrez, then any dated status."""
     found = {}
-    for d in history:
+    for d in history[:]:
         if d.tag == "PubMedPubDate":
             y, pd = _date_el(d)
             if y is not None:
@@ -236,7 +237,7 @@ def _unwrap(el, wrapper: str, main_tag: str, data_tag: str):
     if el.tag != wrapper:
         return el, None
     main = data = None
-    for c in el:
+    for c in el[:]:
         if c.tag == main_tag:
             main = c
         elif c.tag == data_tag:
@@ -258,7 +259,7 @@ def _article(el, prov: dict) -> dict:
     pmid = article = pmc_other = None
     mesh, keywords, chemicals, cites = [], [], [], []
     journal = _empty_journal()
-    for c in mc:
+    for c in mc[:]:
         t = c.tag
         if t == "PMID":
             if pmid is None:
@@ -268,7 +269,7 @@ def _article(el, prov: dict) -> dict:
         elif t == "MeshHeadingList":
             _mesh(c, mesh)
         elif t == "MedlineJournalInfo":
-            for x in c:
+            for x in c[:]:
                 xt = x.tag
                 if xt == "NlmUniqueID":
                     journal["nlm_id"] = _leaf(x)
@@ -297,13 +298,13 @@ def _article(el, prov: dict) -> dict:
     authors_incomplete = False           # AuthorList CompleteYN="N": PubMed says the list is cut short
     article_aff = None
     if article is not None:
-        for c in article:
+        for c in article[:]:
             t = c.tag
             if t == "Journal":
-                for j in c:
+                for j in c[:]:
                     jt = j.tag
                     if jt == "JournalIssue":
-                        for x in j:
+                        for x in j[:]:
                             xt = x.tag
                             if xt == "Volume":
                                 volume = _leaf(x)
@@ -327,7 +328,7 @@ def _article(el, prov: dict) -> dict:
             elif t == "Abstract":
                 abstract_el = c
             elif t == "Pagination":
-                for x in c:
+                for x in c[:]:
                     xt = x.tag
                     if xt == "MedlinePgn":
                         pages = _leaf(x)
@@ -343,7 +344,7 @@ def _article(el, prov: dict) -> dict:
                 if lang:
                     languages.append(lang)
             elif t == "PublicationTypeList":
-                for x in c:
+                for x in c[:]:
                     if x.tag == "PublicationType":
                         ptypes.append({"ui": x.get("UI"), "name": _leaf(x)})
             elif t == "ArticleDate":
@@ -364,7 +365,7 @@ def _article(el, prov: dict) -> dict:
     references = []
     history = None
     if pd is not None:
-        for c in pd:
+        for c in pd[:]:
             t = c.tag
             if t == "ArticleIdList":
                 _article_ids(c, ids)
@@ -403,7 +404,7 @@ def _book(el, prov: dict) -> dict:
             "volume": None, "collection_title": None, "isbns": [], "medium": None, "chapter": None,
             "accession": None}
     doi_eloc = None
-    for c in bd:
+    for c in bd[:]:
         t = c.tag
         if t == "PMID":
             if pmid is None:
@@ -411,12 +412,12 @@ def _book(el, prov: dict) -> dict:
         elif t == "ArticleIdList":
             _article_ids(c, ids)
         elif t == "Book":
-            for b in c:
+            for b in c[:]:
                 bt = b.tag
                 if bt == "BookTitle":
                     book["title"] = _t(b)
                 elif bt == "Publisher":
-                    for x in b:
+                    for x in b[:]:
                         if x.tag == "PublisherName":
                             book["publisher"] = _t(x)
                         elif x.tag == "PublisherLocation":
@@ -457,7 +458,7 @@ def _book(el, prov: dict) -> dict:
         elif t == "KeywordList":
             _keywords(c, keywords)
         elif t == "Pagination":
-            for x in c:
+            for x in c[:]:
                 if x.tag == "MedlinePgn":
                     pages = _t(x)
         elif t == "ReferenceList":
@@ -467,7 +468,7 @@ def _book(el, prov: dict) -> dict:
                 doi_eloc = c.text
     pmid = _require_pmid(pmid, bd)
     if pbd is not None:
-        for c in pbd:
+        for c in pbd[:]:
             if c.tag == "ArticleIdList":
                 _article_ids(c, ids)
             elif c.tag == "History" and year is None:
@@ -489,7 +490,7 @@ def _book(el, prov: dict) -> dict:
 
 def _deleted(el, prov: dict) -> list[dict]:
     out = []
-    for c in el:
+    for c in el[:]:
         if c.tag == "PMID":
             pmid = _t(c)
             out.append({"type": "deleted", "pmid": _require_pmid(pmid, c), "provenance": prov})
