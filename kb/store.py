@@ -92,6 +92,7 @@ SCHEMA = {
                         "status": str, "message": str}, ("paper_id", "source"), [("paper_id", "papers", "id")]),
 }
 
+FTS_POSITIONS = [list(SCHEMA["papers"][0]).index(c) for c in FTS_COLUMNS]
 # the graph measures, in the order of kb.graph.compute_measures' columns; one run of papers columns
 MEASURE_COLUMNS = ("citation_count_kb", "reference_count_kb", "pagerank", "hop", "component", "community")
 PAPER_MEASURES = list(SCHEMA["papers"][0]).index(MEASURE_COLUMNS[0])
@@ -419,22 +420,26 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         tmp.unlink()
     conn = sqlite3.connect(str(tmp), isolation_level=None)
     state = None
+    workers: dict = {}                        # processes working beside this one (the full-text index)
     try:
         _bulk_pragmas(conn)
         db = sqlite_utils.Database(conn)
         conn.execute("BEGIN")
-        counts, measures, state = _write_base(db, conn, papers, remap, reader, lexicon, say, timings)
+        counts, measures, state = _write_base(db, conn, papers, remap, reader, lexicon, say, timings,
+                                              fts_path=tmp.with_name(tmp.name + ".fts"), workers=workers)
         conn.execute("COMMIT")
         del papers, reader                    # free the records before the graph phase
         timings["load"] = time.perf_counter() - t0
         say(f"load: {counts['papers']} papers, {counts['citations']} citations ({timings['load']:.1f}s)")
-        counts.update(_finish(db, conn, measures, state["ids"], say, timings))
+        counts.update(_finish(db, conn, measures, state["ids"], say, timings, fts=workers.get("fts")))
         hashes = [_sha256(p) for p in paths]
         meta = _meta(conn, counts, paths, lexicon, auto, origins, hashes)
         _write_meta(db, conn, meta)
         conn.close()
         os.replace(tmp, db_path)
     except BaseException:
+        if workers.get("fts") is not None:
+            workers["fts"].close()
         try:
             conn.close()
         except Exception:
@@ -458,7 +463,7 @@ def _bulk_pragmas(conn):
     conn.execute("PRAGMA threads=2")             # index builds may sort in a helper thread
 
 
-def _finish(db, conn, measures, ids, say, timings, incremental_update=False) -> dict:
+def _finish(db, conn, measures, ids, say, timings, incremental_update=False, fts=None) -> dict:
     """The graph tables (paper_similarity, the concept graph), indexes and FTS of a loaded database."""
     from . import graph
 
@@ -487,9 +492,12 @@ def _finish(db, conn, measures, ids, say, timings, incremental_update=False) -> 
     timings["indexes"] = time.perf_counter() - t
     say(f"indexes: {timings['indexes']:.1f}s")
 
-    # FTS last: its triggers would re-index every row an update touches.
+    # FTS last: its triggers would re-index every row an update touches. Built beside the rest on large builds.
     t = time.perf_counter()
-    db["papers"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize=FTS_TOKENIZE)
+    if fts is not None:
+        fts.attach(conn)
+    else:
+        db["papers"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize=FTS_TOKENIZE)
     timings["fts"] = time.perf_counter() - t
     say(f"fts: {timings['fts']:.1f}s")
     return {**summary, **concept_counts}
@@ -659,6 +667,7 @@ class _Rows:
         self.concept_labels = {c.id: c.label for c in lexicon.concepts}
         self.concept_terms = {c.id: "; ".join(search_terms(c)) for c in lexicon.concepts}
         self.concept_counts: dict[str, int] = {}
+        self.inserted = 0                        # papers rows inserted by flush(papers=True)
 
     def add(self, key: str, p: dict):
         stub = p.get("_stub", False)
@@ -809,11 +818,16 @@ class _Rows:
             "; ".join(names + fore_names) or None,
             "; ".join(terms) or None))
 
-    def flush(self, conn, papers: bool = False):
+    def flush(self, conn, papers: bool = False, fts=None):
         """Insert the per-paper table rows gathered so far; with `papers`, the papers rows too, their graph
-        measures left null (see store_paper_measures), else they wait for paper_rows."""
+        measures left null (see store_paper_measures), else they wait for paper_rows; `fts` (an _FtsWorker)
+        gets their full-text columns (rowid = insertion order)."""
         if papers:
             _load_rows(conn, "papers", self.papers)
+            if fts is not None:
+                first = self.inserted + 1
+                fts.send([(rowid, *(row[i] for i in FTS_POSITIONS)) for rowid, row in enumerate(self.papers, first)])
+            self.inserted += len(self.papers)
             self.papers.clear()
         for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
                             ("publication_types", self.pt), ("paper_concepts", self.pc)):
@@ -845,6 +859,103 @@ class _Rows:
         trees = self.lexicon.trees
         return ((ui, d["name"], _jsonl(list(trees.get(ui, ()))), d["count"])
                 for ui, d in sorted(self.descriptors.items()) if keys is None or ui in keys)
+
+
+class _FtsWorker:
+    """Builds the papers' full-text index in another process while this one goes on (indexes, graph tables):
+    it gets the full-text columns of the papers rows as they are inserted, fills a table of the same name and
+    columns in a file of its own and runs there what a build runs (sqlite-utils' enable_fts, with triggers);
+    `attach` copies the index's tables and the triggers into the database. Same index, same bytes."""
+
+    def __init__(self, path: Path):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.path = path
+        self.pipe, child = ctx.Pipe()
+        self.process = ctx.Process(target=_fts_worker, args=(str(path), child), daemon=True)
+        self.process.start()
+        child.close()
+
+    def send(self, rows: list):
+        try:
+            self.pipe.send(rows)
+        except OSError:                       # the process ended: say why, as one line
+            raise KbError(f"full-text index: {self._why()}") from None
+
+    def done(self):
+        """No more rows: the index is made while this process goes on."""
+        self.send(None)
+        self.sent_all = True
+
+    def _why(self) -> str:
+        try:
+            return self.pipe.recv() if self.pipe.poll(5) else "the full-text process ended without a word"
+        except (EOFError, OSError):
+            return "the full-text process ended without a word"
+
+    def attach(self, conn):
+        """Wait for the index and copy it into `conn`'s database (papers_fts, its shadow tables, the triggers)."""
+        try:
+            if not getattr(self, "sent_all", False):
+                self.pipe.send(None)
+            outcome = self.pipe.recv()
+        except (EOFError, OSError):
+            outcome = self._why()
+        self.process.join()
+        if outcome != "ok":
+            raise KbError(f"full-text index: {outcome}")
+        conn.execute("ATTACH DATABASE ? AS fts_build", (str(self.path),))
+        try:
+            made = conn.execute("SELECT type, name, sql FROM fts_build.sqlite_master WHERE name = 'papers_fts' "
+                                "OR type = 'trigger' ORDER BY type = 'trigger', name").fetchall()
+            conn.execute("BEGIN")
+            conn.execute(made[0][2])                 # the virtual table: its shadow tables, as enable_fts makes them
+            for (shadow,) in conn.execute("SELECT name FROM fts_build.sqlite_master WHERE type = 'table' "
+                                          "AND name LIKE 'papers\\_fts\\_%' ESCAPE '\\' ORDER BY name").fetchall():
+                conn.execute(f"DELETE FROM main.[{shadow}]")
+                conn.execute(f"INSERT INTO main.[{shadow}] SELECT * FROM fts_build.[{shadow}]")
+            conn.execute("COMMIT")
+        finally:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            conn.execute("DETACH DATABASE fts_build")
+        conn.execute("BEGIN")
+        for _type, _name, sql in made[1:]:
+            conn.execute(sql)
+        conn.execute("COMMIT")
+        self.close()
+
+    def close(self):
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join()
+        self.pipe.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _fts_worker(path: str, pipe):
+    """The full-text process (see _FtsWorker): rows in, enable_fts, "ok" (or the error) out."""
+    try:
+        conn = sqlite3.connect(path, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-20000")
+        conn.execute(f"CREATE TABLE papers ({', '.join(f'[{c}] TEXT' for c in FTS_COLUMNS)})")
+        insert = (f"INSERT INTO papers (rowid, {', '.join(f'[{c}]' for c in FTS_COLUMNS)}) "
+                  f"VALUES (?{', ?' * len(FTS_COLUMNS)})")
+        conn.execute("BEGIN")
+        while (rows := pipe.recv()) is not None:
+            conn.executemany(insert, rows)
+        conn.execute("COMMIT")
+        sqlite_utils.Database(conn)["papers"].enable_fts(FTS_COLUMNS, create_triggers=True, tokenize=FTS_TOKENIZE)
+        conn.close()
+        pipe.send("ok")
+    except BaseException as exc:              # said by the build process, as one line
+        try:
+            pipe.send(f"{type(exc).__name__}: {exc}")
+        except Exception:
+            pass
 
 
 def _release_memory():
@@ -902,9 +1013,10 @@ def _start_measures(ids, src, dst, seeds, stub, processes: int = 1):
     return result
 
 
-def _write_base(db, conn, papers, remap, reader, lexicon, say, timings):
+def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, fts_path=None, workers=None):
     """Papers, authors, journals, MeSH, keywords, citations and concept matches, with the graph measures
-    computed beside them; returns (counts, measures, state for kb.incremental)."""
+    computed beside them; returns (counts, measures, state for kb.incremental). With `fts_path`, a large
+    build's full-text index is made in another process (an _FtsWorker in workers["fts"]) from the rows."""
     t = time.perf_counter()
     deleted = reader.deleted
     edges, stubs = _collect_edges(papers.items(), reader.citations, papers, remap, deleted)
@@ -938,13 +1050,18 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings):
         p.pop("references", None)             # in the citations table now; the rows do not read them
     _release_memory()
     rows = _Rows(lexicon, seeds)
+    fts = None
+    if fts_path is not None and len(src) >= PARALLEL_MIN_EDGES:   # the full-text index in another process
+        fts = workers["fts"] = _FtsWorker(fts_path)
     for n, key in enumerate(ids, 1):
         rows.add(key, papers[key])
         papers[key] = None                    # the record is done with: free it
         if n % 5000 == 0:
-            rows.flush(conn, papers=True)
+            rows.flush(conn, papers=True, fts=fts)
             _release_memory()
-    rows.flush(conn, papers=True)
+    rows.flush(conn, papers=True, fts=fts)
+    if fts is not None:
+        fts.done()
     _release_memory()
     _load_rows(conn, "journals", rows.journal_rows())
     _load_rows(conn, "authors", rows.author_rows())
