@@ -452,11 +452,12 @@ def hops(n: int, src, dst, seeds) -> list:
 
 def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT,
                      per_paper: int = SIMILAR_PER_PAPER, per_stub: int = SIMILAR_PER_STUB,
-                     seed: int = COMMUNITY_SEED, communities: bool = True) -> dict:
+                     seed: int = COMMUNITY_SEED, communities: bool = True, similarity_file=None) -> dict:
     """Every per-paper measure and the kept paper_similarity pairs of a citation graph given as index arrays
     over the sorted paper ids (`seeds`: seed indexes, `stub`: a boolean mask of works known only from a
     reference list). Pure computation (no database), so that a build can run it in a second process.
-    communities=False leaves the community column None (see community_numbers, which computes it alone)."""
+    communities=False leaves the community column None (see community_numbers, which computes it alone);
+    with `similarity_file`, the paper_similarity table is written there (write_similarity_file)."""
     n = len(ids)
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
@@ -472,14 +473,17 @@ def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT
     get = community.get
     columns = [(int(indeg[i]), int(outdeg[i]), round(float(pr[i]), 12), dist[i], component[i], get(i))
                for i in range(n)]
-    return {"columns": columns, "pair_keys": keys, "cocitations": cocit, "coupling": coupl,
-            "summary": {"similar_pairs": len(keys), "components": len(set(component.values())),
-                        "communities": found, "community_method": method,
-                        "similarity_max_fanout": max_fanout,
-                        "similarity_per_paper": f"the {per_paper} most similar papers of each paper with its own "
-                                                f"record and the {per_stub} of each work known only from a "
-                                                f"reference list (ties: papers with their own record first, then "
-                                                f"by id)"}}
+    measures = {"columns": columns, "pair_keys": keys, "cocitations": cocit, "coupling": coupl,
+                "summary": {"similar_pairs": len(keys), "components": len(set(component.values())),
+                            "communities": found, "community_method": method,
+                            "similarity_max_fanout": max_fanout,
+                            "similarity_per_paper": f"the {per_paper} most similar papers of each paper with its "
+                                                    f"own record and the {per_stub} of each work known only from a "
+                                                    f"reference list (ties: papers with their own record first, "
+                                                    f"then by id)"}}
+    if similarity_file is not None:
+        write_similarity_file(similarity_file, ids, measures)
+    return measures
 
 
 def community_numbers(n: int, src, dst, seed: int = COMMUNITY_SEED) -> tuple:
@@ -520,6 +524,52 @@ def similarity_rows(ids, measures: dict):
     b_idx = (keys % n).tolist() if n else []
     return zip((ids[a] for a in a_idx), (ids[b] for b in b_idx), measures["cocitations"].tolist(),
                measures["coupling"].tolist())
+
+
+def write_similarity_file(path, ids, measures: dict) -> dict:
+    """paper_similarity (its rows and the paper_b index) in a database file of its own, for store_measures to
+    copy in whole (SQLite's transfer of an identical table: no row is decoded again): so that a build's helper
+    process makes the table beside the build. Returns `measures`, with the file's path."""
+    import sqlite3
+
+    from .store import create_table
+
+    conn = sqlite3.connect(str(path), isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("CREATE TABLE papers (id TEXT PRIMARY KEY)")   # for sqlite-utils' foreign key check only
+        create_table(conn, "paper_similarity", indexes=True)
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO paper_similarity (paper_a, paper_b, cocitations, coupling) VALUES (?, ?, ?, ?)",
+                         similarity_rows(ids, measures))
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    measures["similarity_file"] = str(path)
+    return measures
+
+
+def copy_similarity_file(conn, measures: dict) -> dict:
+    """Copy paper_similarity from write_similarity_file's file into `conn`'s empty table (outside a
+    transaction: a database is attached); returns the summary."""
+    import os
+
+    from .store import create_table_indexes
+
+    path = measures.pop("similarity_file")
+    conn.execute("ATTACH DATABASE ? AS similarity_file", (path,))
+    try:
+        conn.execute("BEGIN")
+        create_table_indexes(conn, "paper_similarity")     # so that the index is transferred with the rows
+        conn.execute("INSERT INTO main.paper_similarity SELECT * FROM similarity_file.paper_similarity")
+        conn.execute("COMMIT")
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.execute("DETACH DATABASE similarity_file")
+        os.unlink(path)
+    return measures["summary"]
 
 
 def store_measures(db, *, measures: dict | None = None, ids=None, **options) -> dict:

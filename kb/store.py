@@ -363,13 +363,30 @@ def _load_rows(conn: sqlite3.Connection, table: str, rows: Iterable[tuple]):
 WITHOUT_ROWID = {"citations", "paper_similarity", "citation_sources"}   # big tables keyed by a pair: the table is its own index
 
 
+def create_table(conn, table: str, indexes: bool = False):
+    """One table of SCHEMA (with its INDEXES when asked), as every build makes it."""
+    db = sqlite_utils.Database(conn)
+    columns, pk, fks = SCHEMA[table]
+    if table in WITHOUT_ROWID:
+        sql = db.create_table_sql(table, columns, pk=pk, foreign_keys=fks or None)
+        db.execute(sql.rstrip().rstrip(";") + " WITHOUT ROWID")
+    else:
+        db.create_table(table, columns, pk=pk, foreign_keys=fks or None)
+    if indexes:
+        create_table_indexes(conn, table)
+
+
+def create_table_indexes(conn, table: str):
+    """The INDEXES of one table (those it has already are left as they are)."""
+    db = sqlite_utils.Database(conn)
+    for name, columns in INDEXES:
+        if name == table:
+            db[table].create_index(columns, if_not_exists=True)
+
+
 def _create_tables(db: sqlite_utils.Database):
-    for table, (columns, pk, fks) in SCHEMA.items():
-        if table in WITHOUT_ROWID:
-            sql = db.create_table_sql(table, columns, pk=pk, foreign_keys=fks or None)
-            db.execute(sql.rstrip().rstrip(";") + " WITHOUT ROWID")
-        else:
-            db.create_table(table, columns, pk=pk, foreign_keys=fks or None)
+    for table in SCHEMA:
+        create_table(db.conn, table)
 
 
 def build(record_paths, db_path, lexicon_path=None, progress: Callable[[str], None] | None = None,
@@ -426,7 +443,7 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         db = sqlite_utils.Database(conn)
         conn.execute("BEGIN")
         counts, measures, state = _write_base(db, conn, papers, remap, reader, lexicon, say, timings,
-                                              fts_path=tmp.with_name(tmp.name + ".fts"), workers=workers)
+                                              side_files=tmp, workers=workers)
         conn.execute("COMMIT")
         del papers, reader                    # free the records before the graph phase
         timings["load"] = time.perf_counter() - t0
@@ -444,8 +461,8 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
             conn.close()
         except Exception:
             pass
-        if tmp.exists():
-            tmp.unlink()
+        for path in (tmp, tmp.with_name(tmp.name + ".sim")):
+            path.unlink(missing_ok=True)
         raise
     from . import incremental
 
@@ -468,9 +485,12 @@ def _finish(db, conn, measures, ids, say, timings, incremental_update=False, fts
     from . import graph
 
     t = time.perf_counter()
-    conn.execute("BEGIN")
-    summary = graph.store_measures(db, measures=measures, ids=ids)
-    conn.execute("COMMIT")
+    if measures.get("similarity_file"):      # made by the graph helper process: copied whole
+        summary = graph.copy_similarity_file(conn, measures)
+    else:
+        conn.execute("BEGIN")
+        summary = graph.store_measures(db, measures=measures, ids=ids)
+        conn.execute("COMMIT")
     timings["graph"] = time.perf_counter() - t
     say(f"graph measures: {summary['similar_pairs']} similar pairs, {summary['communities']} communities "
         f"({timings['graph']:.1f}s)")
@@ -989,10 +1009,11 @@ def _edge_index_arrays(ids, pairs):
 PARALLEL_MIN_EDGES = 100_000     # above this, the graph measures run in other processes beside the row building
 
 
-def _start_measures(ids, src, dst, seeds, stub, processes: int = 1):
+def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_file: Path | None = None):
     """Start computing the graph measures: on large graphs in `processes` fresh processes (2: communities in
     one, the other measures in the other), while this one makes the rows; else here. Returns a function
-    giving the result. The results do not depend on where they were computed."""
+    giving the result. The results do not depend on where they were computed. With `similarity_file`, a
+    helper process also writes the paper_similarity table there (graph.write_similarity_file)."""
     from . import graph
 
     if len(src) < PARALLEL_MIN_EDGES:
@@ -1002,7 +1023,8 @@ def _start_measures(ids, src, dst, seeds, stub, processes: int = 1):
 
     # spawned, not forked: a helper holds only the arrays it is given, not a copy of the build's records
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
-    rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False)
+    rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
+                       similarity_file=similarity_file)
     numbers = pool.submit(graph.community_numbers, len(ids), src, dst)
 
     def result():
@@ -1013,10 +1035,11 @@ def _start_measures(ids, src, dst, seeds, stub, processes: int = 1):
     return result
 
 
-def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, fts_path=None, workers=None):
+def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_files=None, workers=None):
     """Papers, authors, journals, MeSH, keywords, citations and concept matches, with the graph measures
-    computed beside them; returns (counts, measures, state for kb.incremental). With `fts_path`, a large
-    build's full-text index is made in another process (an _FtsWorker in workers["fts"]) from the rows."""
+    computed beside them; returns (counts, measures, state for kb.incremental). With `side_files` (a path
+    prefix), a large build's full-text index is made in another process (an _FtsWorker in workers["fts"])
+    from the rows, and paper_similarity by the graph helper, in files of their own copied in by _finish."""
     t = time.perf_counter()
     deleted = reader.deleted
     edges, stubs = _collect_edges(papers.items(), reader.citations, papers, remap, deleted)
@@ -1032,7 +1055,9 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, fts_path
 
     stub_mask = np.zeros(len(ids), dtype=bool)
     stub_mask[[index[k] for k in stub_ids]] = True
-    measures_result = _start_measures(ids, src, dst, sorted(index[k] for k in seeds), stub_mask)
+    measures_result = _start_measures(ids, src, dst, sorted(index[k] for k in seeds), stub_mask,
+                                      similarity_file=side_files.with_name(side_files.name + ".sim")
+                                      if side_files else None)
     timings["edges"] = time.perf_counter() - t
     say(f"edges: {len(pairs)} citations, {len(stub_ids)} works known only from references "
         f"({timings['edges']:.1f}s)")
@@ -1051,8 +1076,8 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, fts_path
     _release_memory()
     rows = _Rows(lexicon, seeds)
     fts = None
-    if fts_path is not None and len(src) >= PARALLEL_MIN_EDGES:   # the full-text index in another process
-        fts = workers["fts"] = _FtsWorker(fts_path)
+    if side_files is not None and len(src) >= PARALLEL_MIN_EDGES:   # the full-text index in another process
+        fts = workers["fts"] = _FtsWorker(side_files.with_name(side_files.name + ".fts"))
     for n, key in enumerate(ids, 1):
         rows.add(key, papers[key])
         papers[key] = None                    # the record is done with: free it
