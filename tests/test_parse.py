@@ -297,9 +297,10 @@ def big_article_set(n: int, first_pmid: int = 50_000_000) -> bytes:
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    """Parallel import on a file of ~1.5 MB, cut into many 40 kB chunks."""
+    """Parallel import on a file of ~1.5 MB, cut into many 40 kB chunks, each parsed in pieces of a few records."""
     monkeypatch.setattr(source, "BLOCK", 1 << 18)
     monkeypatch.setattr(importer, "CHUNK", 40_000)
+    monkeypatch.setattr(importer, "PIECE", 9_000)
 
 
 @pytest.mark.parametrize("compressed", [False, True])
@@ -318,6 +319,22 @@ def test_parallel_import_matches_sequential_parse(tmp_path, small_chunks, compre
     expected = "".join(dumps(r) + "\n" for r in parse_pubmed_xml(src))
     assert Path(summary["outputs"][0]).read_text(encoding="utf-8") == expected
     assert [p.name for p in (tmp_path / "data" / "records").iterdir()] == ["import-big.jsonl"]
+
+
+def test_piece_ends_after_the_first_record_end_tag_past_the_offset():
+    cuts = importer.CUT_TAGS["PubmedArticleSet"]
+    long = b"<PubmedArticle>" + b"x" * 40_000 + b"</PubmedArticle>"      # longer than the first search window
+    chunk = b"<PubmedArticle>a</PubmedArticle>\n" + long + b"<DeleteCitation><PMID>1</PMID></DeleteCitation>"
+    first = chunk.index(b"</PubmedArticle>") + len(b"</PubmedArticle>")
+    second = chunk.index(b"</PubmedArticle>", first) + len(b"</PubmedArticle>")
+    assert importer._piece_end(chunk, 0, cuts) == first
+    assert importer._piece_end(chunk, first, cuts) == second                       # found past the window
+    assert importer._piece_end(chunk, second - 5, cuts) == len(chunk)              # inside an end tag: the next one
+    assert importer._piece_end(chunk, second, cuts) == len(chunk)                  # </DeleteCitation> ends it
+    assert importer._piece_end(chunk, len(chunk), cuts) == len(chunk)
+    for at in range(16_370, 16_400):                                               # a tag across the window's edge
+        body = b"<PubmedArticle>" + b"y" * (at - 15) + b"</PubmedArticle>"
+        assert importer._piece_end(body, 1, cuts) == len(body)
 
 
 def test_parallel_import_of_baseline_layout_keeps_breaks_next_to_inline_markup(tmp_path, small_chunks):
