@@ -1,6 +1,7 @@
 """Benchmark `kb import` against pubmed_parser and a raw lxml iterparse (run by hand, not a test).
 
     .venv/bin/python benchmarks/bench_import.py [--records 30000] [--sample PATH] [--skip-pubmed-parser]
+        [--repeat 3] [--baseline DIR]
 
 Builds a PubmedArticleSet file in a temporary directory by replicating the shared MEDLINE sample
 (../shared/realdata/medline16n0902-sample.xml.gz) with renumbered PMIDs, gzips it (pubmed_parser only
@@ -10,6 +11,8 @@ option on), an lxml iterparse that extracts nothing, kb's single-process parser,
 the uncompressed file. Each is run --repeat times: the median run is shown with the min and max
 records/s, the CPU seconds and CPU microseconds per record (all processes: steadier than wall time when
 the machine is shared). Then it imports a file twice as large to show that kb's memory stays flat.
+--baseline DIR (a checkout of the previous code, e.g. a git worktree) adds kb's rows run with that code,
+each run alternating with the current code's on the same file, for a before/after on the same machine state.
 """
 
 from __future__ import annotations
@@ -116,11 +119,24 @@ print(json.dumps({"records": n, "seconds": time.perf_counter() - t,
 }
 
 
-def run(name: str, path: Path, repeat: int = 1) -> dict:
+def run(name: str, path: Path, repeat: int = 1, code: Path = PROJECT) -> dict:
     """Median of `repeat` runs (by records/s), each in a fresh interpreter, with the min and max rates and the
     median CPU time per record (all processes: steadier than wall time on a shared machine); peak memory is the
     largest seen."""
-    runs = sorted((run_once(name, path) for _ in range(repeat)), key=lambda r: r["rate"])
+    return summarize([run_once(name, path, code) for _ in range(repeat)])
+
+
+def run_alternating(name: str, path: Path, repeat: int, codes: list[Path]) -> list[dict]:
+    """run() for each code tree, their runs interleaved (a, b, a, b...) so that both see the same load."""
+    runs: list[list[dict]] = [[] for _ in codes]
+    for _ in range(repeat):
+        for i, code in enumerate(codes):
+            runs[i].append(run_once(name, path, code))
+    return [summarize(r) for r in runs]
+
+
+def summarize(runs: list[dict]) -> dict:
+    runs = sorted(runs, key=lambda r: r["rate"])
     mid = dict(runs[len(runs) // 2])
     mid["peak_mb"] = max(r["peak_mb"] for r in runs)
     mid["worker_mb"] = max(r["worker_mb"] for r in runs)
@@ -131,10 +147,10 @@ def run(name: str, path: Path, repeat: int = 1) -> dict:
     return mid
 
 
-def run_once(name: str, path: Path) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+def run_once(name: str, path: Path, code: Path = PROJECT) -> dict:
+    env = dict(os.environ, PYTHONPATH=str(code))
     proc = subprocess.run([sys.executable, "-c", RUNNERS[name], str(path)], capture_output=True, text=True,
-                          env=env, cwd=PROJECT)
+                          env=env, cwd=code)
     if proc.returncode:
         raise SystemExit(f"{name} failed:\n{proc.stderr}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -158,10 +174,10 @@ def show(name: str, r: dict) -> None:
     memory = f"{r['peak_mb']:5.0f} MB"
     if r["worker_mb"]:
         memory += f" (+ workers {r['worker_mb']:.0f} MB each)"
-    print(f"{name:52s} {r['records']:8,d} {r['seconds']:8.2f} {r['rate']:10,.0f} {r['cpu']:7.1f} "
+    print(f"{name:60s} {r['records']:8,d} {r['seconds']:8.2f} {r['rate']:10,.0f} {r['cpu']:7.1f} "
           f"{r['cpu_us']:8.0f}   {memory}")
     if len(r["all_rates"]) > 1:
-        print(f"{'':52s} (records/s min/median/max: {min(r['all_rates']):,.0f} / {r['rate']:,.0f} / "
+        print(f"{'':60s} (records/s min/median/max: {min(r['all_rates']):,.0f} / {r['rate']:,.0f} / "
               f"{max(r['all_rates']):,.0f}; load average after each run: {', '.join(f'{x:.1f}' for x in r['loads'])})")
 
 
@@ -173,6 +189,8 @@ def main(argv=None):
     ap.add_argument("--skip-double", action="store_true", help="skip the memory-as-the-file-doubles run")
     ap.add_argument("--repeat", type=int, default=3,
                     help="runs per measurement; the median is shown with min and max")
+    ap.add_argument("--baseline", type=Path, metavar="DIR",
+                    help="a checkout of the previous code: its kb rows are run too, alternating with this code's")
     args = ap.parse_args(argv)
     if not args.sample.exists():
         raise SystemExit(f"sample not found: {args.sample}")
@@ -187,7 +205,7 @@ def main(argv=None):
         gzip_file(plain, gz)
         print(f"file: {n:,} PubmedArticle records, {plain.stat().st_size / 1e6:.0f} MB of XML, "
               f"{gz.stat().st_size / 1e6:.0f} MB gzipped\n")
-        print(f"{'':52s} {'records':>8s} {'seconds':>8s} {'records/s':>10s} {'CPU s':>7s} {'CPU us/rec':>8s}   peak RSS")
+        print(f"{'':60s} {'records':>8s} {'seconds':>8s} {'records/s':>10s} {'CPU s':>7s} {'CPU us/rec':>8s}   peak RSS")
         results = {}
         plan = [("kb import", gz), ("pubmed_parser.parse_medline_xml", gz),
                 ("raw lxml iterparse (extracts nothing)", gz),
@@ -196,8 +214,14 @@ def main(argv=None):
             if args.skip_pubmed_parser and name.startswith("pubmed_parser"):
                 continue
             label = f"{name} [{path.name}]"
-            results[label] = r = run(name, path, args.repeat)
-            show(label, r)
+            if args.baseline and name.startswith("kb "):
+                results[label], before = run_alternating(name, path, args.repeat, [PROJECT, args.baseline])
+                results[label + " previous code"] = before
+                show(label, results[label])
+                show(f"{label} previous code", before)
+            else:
+                results[label] = run(name, path, args.repeat)
+                show(label, results[label])
         kb = results["kb import [bench.xml.gz]"]
         print()
         pp = results.get("pubmed_parser.parse_medline_xml [bench.xml.gz]")
@@ -218,6 +242,11 @@ def main(argv=None):
         plain_kb = results["kb import [bench.xml]"]
         if pp:
             print(f"kb import of the uncompressed file / pubmed_parser: {plain_kb['rate'] / pp['rate']:5.2f}x")
+        before = results.get("kb import [bench.xml.gz] previous code")
+        if before:
+            print(f"previous code: kb import {before['rate']:,.0f} records/s, {before['cpu_us']:.0f} us CPU/record"
+                  + (f" = {before['rate'] / pp['rate']:.2f}x pubmed_parser" if pp else "")
+                  + f"; per core {before['rate'] / cores / raw['rate']:.0%} of the raw ceiling")
 
         if not args.skip_double:
             double = Path(tmp) / "bench2.xml"
