@@ -131,3 +131,15 @@ async def test_schema_questions_answered_once_for_an_immutable_database(db_path,
     trips.clear()
     await ds.client.get("/kb/papers")
     assert len(trips) <= 4, trips  # the page's own queries: rows, count, facets; no schema questions
+
+
+async def test_time_limits_still_stop_queries(db_path):
+    """kb.publish.immutable checks a query's time limit every 50,000 SQLite instructions instead of 1,000: a query
+    past its limit is still stopped."""
+    from datasette.database import QueryInterrupted
+
+    ds = await started(db_path)
+    slow = ("with recursive n(i) as (select 1 union all select i + 1 from n where i < 50000000) "
+            "select count(*) from n")
+    with pytest.raises(QueryInterrupted):
+        await ds.get_database("kb").execute(slow, custom_time_limit=100)
