@@ -475,7 +475,9 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
 def _bulk_pragmas(conn):
     conn.execute("PRAGMA journal_mode=OFF")
     conn.execute("PRAGMA synchronous=OFF")
-    conn.execute("PRAGMA cache_size=-50000")      # 50 MB: a larger page cache only adds to the peak memory
+    # 16 MB while the rows go in (appended in key order: a larger cache only adds to the peak memory, which
+    # comes then); _finish raises it to 50 MB for the index builds
+    conn.execute("PRAGMA cache_size=-16000")
     conn.execute("PRAGMA temp_store=MEMORY")
     conn.execute("PRAGMA threads=2")             # index builds may sort in a helper thread
 
@@ -505,6 +507,7 @@ def _finish(db, conn, measures, ids, say, timings, incremental_update=False, fts
         return {**summary, **concept_counts}
 
     t = time.perf_counter()
+    conn.execute("PRAGMA cache_size=-50000")
     conn.execute("BEGIN")
     for table, columns in INDEXES:       # after the bulk load: much faster than maintaining them
         db[table].create_index(columns, if_not_exists=True)
@@ -960,7 +963,7 @@ def _fts_worker(path: str, pipe):
         conn = sqlite3.connect(path, isolation_level=None)
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        conn.execute("PRAGMA cache_size=-20000")
+        conn.execute("PRAGMA cache_size=-8000")
         conn.execute(f"CREATE TABLE papers ({', '.join(f'[{c}] TEXT' for c in FTS_COLUMNS)})")
         insert = (f"INSERT INTO papers (rowid, {', '.join(f'[{c}]' for c in FTS_COLUMNS)}) "
                   f"VALUES (?{', ?' * len(FTS_COLUMNS)})")
@@ -1067,6 +1070,7 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
     # the citations first: then the edges (and their reference texts) can go before the rows pile up
     _load_rows(conn, "citations", _citation_rows(pairs, edges, stub_ids))
     _load_rows(conn, "citation_sources", _citation_source_rows(pairs, edges))
+    timings["citations"] = time.perf_counter() - t
     n_citations = len(pairs)
     stub_raws = {k: stubs[k] for k in stub_ids if k in stubs}
     del pairs, stubs

@@ -191,6 +191,23 @@ def test_array_louvain_finds_planted_communities_like_networkx():
     assert graph.louvain(g.number_of_nodes(), e[:, 0], e[:, 1], seed=42) == labels
 
 
+def test_compiled_local_moving_gives_the_python_loop_communities(monkeypatch):
+    # louvain's local moving compiled by numba visits, sums and chooses as the Python loop does: the same
+    # labels on random graphs (levels with unit and with summed weights) and on planted partitions
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    graphs = [(int(n), rng.integers(0, n, m), rng.integers(0, n, m))
+              for n, m in zip(rng.integers(2, 200, 25), rng.integers(0, 1500, 25))]
+    g = nx.planted_partition_graph(6, 30, 0.4, 0.01, seed=5)
+    e = np.array(sorted(g.edges()))
+    graphs.append((g.number_of_nodes(), e[:, 0], e[:, 1]))
+    assert graph._local_moving_compiled() is not None
+    compiled = [graph.louvain(n, src, dst) for n, src, dst in graphs]
+    monkeypatch.setitem(graph._COMPILED, "moving", None)
+    assert [graph.louvain(n, src, dst) for n, src, dst in graphs] == compiled
+
+
 def test_large_graphs_use_the_array_louvain(tmp_path, monkeypatch):
     monkeypatch.setattr(graph, "NX_LOUVAIN_MAX_EDGES", 3)
     path = tmp_path / "kb.db"
