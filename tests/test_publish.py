@@ -19,7 +19,7 @@ from datasette.utils import tilde_encode
 
 from kb.ids import register_sql_functions
 from kb.paths import metadata_file
-from kb.publish import load_metadata, make_datasette, plugin, serve_command
+from kb.publish import load_metadata, make_datasette, pages, plugin, serve_command
 from kb.records import read_records
 from serving import free_port
 
@@ -442,6 +442,13 @@ async def test_plugin_queries_use_indexes(ds, db_path, tmp_path, monkeypatch):
         return await original(self, sql, params, *args, **kwargs)
 
     monkeypatch.setattr(Database, "execute", spy)
+    in_thread = pages.ThreadDB.execute
+
+    async def spy_in_thread(self, sql, params=None):
+        seen.append((sql, params or {}))
+        return await in_thread(self, sql, params)
+
+    monkeypatch.setattr(pages.ThreadDB, "execute", spy_in_thread)  # the paper page's queries, in one trip
     plugin._aggregate_cache.clear()
     for path in ("/-/kb/citations.json", "/-/kb/citations.json?focus=pmid:21400001",
                  "/-/kb/citations.json?concept=mri&year_min=2000&hop_max=1", "/-/kb/concepts.json?year_min=2000",

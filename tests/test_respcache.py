@@ -143,3 +143,17 @@ async def test_time_limits_still_stop_queries(db_path):
             "select count(*) from n")
     with pytest.raises(QueryInterrupted):
         await ds.get_database("kb").execute(slow, custom_time_limit=100)
+
+
+async def test_paper_details_in_one_trip_equal_query_by_query(db_path):
+    """plugin.paper_details runs its queries in one query-thread trip (pages.in_one_trip): the same details as the
+    same code awaiting Datasette's execute query by query."""
+    import sqlite3
+
+    from kb.publish import plugin
+
+    ds = await started(db_path)
+    db = ds.get_database("kb")
+    ids = [r[0] for r in sqlite3.connect(db_path).execute("select id from papers order by citation_count_kb desc limit 5")]
+    for paper_id in ids + ["pmid:1"]:
+        assert await plugin.paper_details(ds, paper_id) == await plugin._paper_details(ds, db, paper_id), paper_id
