@@ -186,7 +186,7 @@ def run_build(data: Path, db: Path, code: Path = ROOT) -> dict:
               f"paper-concept links {c['paper_concepts']}, db {db.stat().st_size / 1e6:.0f} MB")
         print("phase         seconds")
         for phase in ("read", "edges", "citations", "rows", "wait_graph", "load", "graph", "concepts", "indexes",
-                      "fts", "total"):
+                      "fts", "meta", "state", "total"):
             if phase in tm:
                 print(f"{phase:<12} {tm[phase]:8.1f}")
         print(f"CPU: build process {summary['cpu']:.1f} s, graph helper process {summary['cpu_children']:.1f} s")

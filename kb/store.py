@@ -418,6 +418,12 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         if not p.is_file():
             raise NotFound(f"record file not found: {p}")
 
+    # the files' sha256 (kb_meta.built_from) in a thread: hashlib lets go of the GIL while it hashes
+    from concurrent.futures import ThreadPoolExecutor
+
+    hasher = ThreadPoolExecutor(1)
+    hashing = hasher.submit(lambda: [_sha256(p) for p in paths])
+    hasher.shutdown(wait=False)
     reader = _Reader()
     for record in read_records(paths):
         reader.add(record)
@@ -449,10 +455,12 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         timings["load"] = time.perf_counter() - t0
         say(f"load: {counts['papers']} papers, {counts['citations']} citations ({timings['load']:.1f}s)")
         counts.update(_finish(db, conn, measures, state["ids"], say, timings, fts=workers.get("fts")))
-        hashes = [_sha256(p) for p in paths]
+        t = time.perf_counter()
+        hashes = hashing.result()
         meta = _meta(conn, counts, paths, lexicon, auto, origins, hashes)
         _write_meta(db, conn, meta)
         conn.close()
+        timings["meta"] = time.perf_counter() - t     # kb_meta, views, ANALYZE
         os.replace(tmp, db_path)
     except BaseException:
         if workers.get("fts") is not None:
@@ -466,8 +474,10 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         raise
     from . import incremental
 
+    t = time.perf_counter()
     state.update(origins=origins, lexicon_sha256=lexicon.sha256, auto=auto, seeds_arg=sorted(seeds))
     incremental.save_state(db_path, paths, hashes, state)
+    timings["state"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return {"db": str(db_path), "counts": counts, "timings": timings, "title": meta["title"]}
 
