@@ -157,3 +157,32 @@ async def test_paper_details_in_one_trip_equal_query_by_query(db_path):
     ids = [r[0] for r in sqlite3.connect(db_path).execute("select id from papers order by citation_count_kb desc limit 5")]
     for paper_id in ids + ["pmid:1"]:
         assert await plugin.paper_details(ds, paper_id) == await plugin._paper_details(ds, db, paper_id), paper_id
+
+
+def test_remembered_growth_draws_the_same_graph(db_path):
+    """graphview.whole_view with the growth order remembered (one growth to GROWTH_MAX per immutable database) draws,
+    for every node budget and stubs option, what a growth to that budget draws."""
+    import sqlite3
+
+    from kb.publish import graphview
+
+    conn = sqlite3.connect(f"file:{db_path}?immutable=1", uri=True)
+    total = conn.execute("select count(*) from papers").fetchone()[0]
+    growth: dict = {}
+    grown = 0
+    for limit in range(1, total + 2):
+        for stubs in ("shared", "hide", "all"):
+            remembered = graphview.whole_view(conn, {}, limit, stubs, growth=growth)
+            assert remembered == graphview.whole_view(conn, {}, limit, stubs), (limit, stubs)
+            grown += remembered["method"] == "grown"
+    assert grown and "whole" in growth
+
+
+async def test_citation_graph_json_same_with_remembered_growth(db_path, tmp_path):
+    ds = await started(db_path)
+    copy = tmp_path / "kb.db"
+    copy.write_bytes(db_path.read_bytes())
+    plain = await started(copy, immutable=False)
+    for limit in (2, 5, 8, 150):
+        path = f"/-/kb/citations.json?limit={limit}"
+        assert (await ds.client.get(path)).json()["nodes"] == (await plain.client.get(path)).json()["nodes"], limit

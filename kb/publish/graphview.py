@@ -188,6 +188,13 @@ class _Grower:
                     return
 
 
+class _Remembered:
+    """A growth already made (whole_view reads its `order`)."""
+
+    def __init__(self, order: list[str]):
+        self.order = order
+
+
 class _CouplingGrower(_Grower):
     """Grows over papers with full records that cite the same reference-only works (bibliographic coupling through
     the works of the reference lists), for knowledge bases whose papers seldom cite each other."""
@@ -268,13 +275,10 @@ def _stubs_linked(conn, ids: list[str], cond: str, params: dict, minimum: int) -
     return [(r[0], r[1]) for r in rows]
 
 
-def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
-    """The papers of the whole-KB view: every paper passing the filters when they fit, else a grown, connected set."""
-    cond, params = filter_sql(filters)
-    scan, scan_params = scan_sql(filters)
-    total = conn.execute(f"select count(*) {scan}", scan_params).fetchone()[0]
-    if total <= limit:
-        return {"ids": _ordered_ids(conn, filters), "total": total, "method": "all"}
+GROWTH_MAX = 500  # the largest node budget the pages allow (kb.publish.plugin.MAX_NODES)
+
+
+def _seeded_grower(conn, cond: str, params: dict, limit: int) -> "_Grower":
     grower = _Grower(conn, " and p.resolved = 1" + cond, params)
     # the seeds by the is_seed index (ordering them in SQL would walk the whole pagerank index instead)
     seeds = conn.execute(f"select p.id, p.pagerank from papers p where p.is_seed = 1 and p.resolved = 1{cond}",
@@ -282,7 +286,36 @@ def whole_view(conn, filters: dict, limit: int, stubs: str = "shared") -> dict:
     for seed, _rank in sorted(seeds, key=lambda r: (-(r[1] or 0), r[0])):
         if len(grower.order) < limit:
             grower.add(seed)
-    grower.fill(conn, filters, limit)
+    return grower
+
+
+def _remembered_growth(conn, limit: int, growth: dict) -> list[str] | None:
+    """The unfiltered view's growth order for `limit` papers, from one growth to GROWTH_MAX kept in `growth` (per
+    immutable database). The growth is greedy, so its first `limit` papers are those a growth to `limit` chooses, as
+    long as it did not run dry before `limit` (then None: the caller grows as before). One growth serves every node
+    budget: a hub's thousands of neighbours are read once per process, not once per budget."""
+    if "whole" not in growth:
+        grower = _seeded_grower(conn, "", {}, GROWTH_MAX)
+        grower.grow(GROWTH_MAX)
+        growth["whole"] = tuple(grower.order)
+    order = growth["whole"]
+    return list(order[:limit]) if limit <= len(order) else None
+
+
+def whole_view(conn, filters: dict, limit: int, stubs: str = "shared", growth: dict | None = None) -> dict:
+    """The papers of the whole-KB view: every paper passing the filters when they fit, else a grown, connected set.
+    `growth`: a dict kept per immutable database, where the unfiltered growth order is remembered."""
+    cond, params = filter_sql(filters)
+    scan, scan_params = scan_sql(filters)
+    total = conn.execute(f"select count(*) {scan}", scan_params).fetchone()[0]
+    if total <= limit:
+        return {"ids": _ordered_ids(conn, filters), "total": total, "method": "all"}
+    remembered = _remembered_growth(conn, limit, growth) if growth is not None and not cond else None
+    if remembered is not None:
+        grower = _Remembered(remembered)
+    else:
+        grower = _seeded_grower(conn, cond, params, limit)
+        grower.fill(conn, filters, limit)
     order = grower.order
     more: list[dict] = []
     if limit // 2 <= len(order) < limit and stubs != "hide":
@@ -590,7 +623,9 @@ async def citation_json(datasette, db, filters: dict) -> dict:
             universe = total_edges(conn, selectable, focus, focus_universe(conn, focus, selectable)) \
                 if hops == 1 else None
         else:
-            view = whole_view(conn, selectable, limit, stubs)
+            # the growth order is remembered per immutable database: every node budget reuses it
+            view = whole_view(conn, selectable, limit, stubs,
+                              None if db.is_mutable else db.__dict__.setdefault("_kb_growth", {}))
             universe = total_edges(conn, selectable, None)
         ids = view["ids"]
         rows = paper_rows(conn, ids)
