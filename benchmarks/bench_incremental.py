@@ -2,6 +2,7 @@
 more papers in a new record file, added incrementally, against a full build of all the records.
 
     .venv/bin/python benchmarks/bench_incremental.py [--papers 100000] [--new 1000] [--keep DIR] [--check] [--repeat 3]
+        [--code TREE]       (build with another source tree's kb, e.g. a git worktree of the previous code)
 
 The new papers copy the real MEDLINE sample's records with new PMIDs; each cites 5-15 papers of the KB
 (preferential to low PMIDs, like the base) and a few earlier new ones; 20% also cite a reference-only work.
@@ -43,8 +44,8 @@ print('RESULT ' + json.dumps({{'wall': time.perf_counter() - t, 'cpu': me.ru_uti
 """
 
 
-def run(data: Path, db: Path, incremental: bool) -> dict:
-    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(ROOT), data=str(data), db=str(db),
+def run(data: Path, db: Path, incremental: bool, code: Path = ROOT) -> dict:
+    child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(code), data=str(data), db=str(db),
                                                                  incremental=incremental)],
                              stdout=subprocess.PIPE, text=True)
     result = None
@@ -105,6 +106,8 @@ def main():
     ap.add_argument("--keep", type=Path, default=None, help="work folder (bench_build.py's records there are reused)")
     ap.add_argument("--check", action="store_true", help="compare every table with the full build's")
     ap.add_argument("--repeat", type=int, default=1, help="incremental builds from the same base (median used)")
+    ap.add_argument("--code", type=Path, default=ROOT,
+                    help="build with the kb package of this source tree (e.g. a git worktree of the previous code)")
     args = ap.parse_args()
     n_new = args.new or max(1, args.papers // 100)
     work = args.keep or Path(tempfile.mkdtemp(prefix="kb-bench-inc-"))
@@ -116,7 +119,7 @@ def main():
         (data / "zz-new.jsonl").unlink(missing_ok=True)
         base, full = work / "incremental.db", work / "full.db"
         print(f"full build of the base ({args.papers} papers):")
-        run(data, base, incremental=False)
+        run(data, base, incremental=False, code=args.code)
         from kb.incremental import state_path
         saved = [(f, f.with_name(f.name + ".saved")) for f in (base, state_path(base))]
         for f, copy in saved:
@@ -127,7 +130,7 @@ def main():
         for _ in range(args.repeat):
             for f, copy in saved:
                 shutil.copy2(copy, f)
-            incs.append(run(data, base, incremental=True))
+            incs.append(run(data, base, incremental=True, code=args.code))
         for _f, copy in saved:
             copy.unlink()
         incs.sort(key=lambda r: r["wall"])
@@ -137,7 +140,7 @@ def main():
                 incs[0]["wall"], inc["wall"], incs[-1]["wall"],
                 ", ".join(f"{r['cpu'] + r['cpu_children']:.1f}" for r in incs)))
         print("full build of base + new:")
-        ref = run(data, full, incremental=False)
+        ref = run(data, full, incremental=False, code=args.code)
         print(f"incremental (median) / full: {inc['wall'] / ref['wall']:.1%} of the wall time (goal < 15%), "
               f"{(inc['cpu'] + inc['cpu_children']) / (ref['cpu'] + ref['cpu_children']):.1%} of the CPU time")
         if args.check:
