@@ -213,11 +213,13 @@ def _block_counts(lo: int, hi: int, n: int, groups) -> tuple:
 
 
 def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_paper: int = SIMILAR_PER_PAPER,
-                  per_stub: int = SIMILAR_PER_STUB, block_pairs: int = SIMILARITY_BLOCK_PAIRS) -> tuple:
+                  per_stub: int = SIMILAR_PER_STUB, block_pairs: int = SIMILARITY_BLOCK_PAIRS,
+                  part: tuple = (0, 1)) -> tuple:
     """The kept paper_similarity pairs: (sorted keys a*n+b, cocitations, coupling) of the pairs among the
     `per_paper` best of a or of b (`per_stub` for a stub), exactly top_pairs(similarity(...)), computed for a
     block of papers at a time (every pair touching the block, counted and ranked) so that memory holds about
-    `block_pairs` candidate pairs, not all of them."""
+    `block_pairs` candidate pairs, not all of them. `part` (i, parts): only the pairs chosen by the i-th of
+    `parts` runs of papers of about equal work, for processes to share; merge_pairs joins the parts."""
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
     stub = np.asarray(stub, dtype=bool)
@@ -232,11 +234,14 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
         node_of = np.repeat(np.arange(n), np.diff(node_ptr))
         work += np.bincount(node_of, weights=size[node_groups] - 1, minlength=n).astype(np.int64)
     cum = np.cumsum(work)
-    bounds, lo = [0], 0
-    while lo < n:
+    i, parts = part
+    edge = [0] + [int(np.searchsorted(cum, cum[-1] * j / parts, side="right")) for j in range(1, parts)] + [n]
+    start, stop = edge[i], max(edge[i], edge[i + 1])
+    bounds, lo = [start], start
+    while lo < stop:
         hi = int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + block_pairs, side="right"))
         lo = max(hi, lo + 1)
-        bounds.append(min(lo, n))
+        bounds.append(min(lo, stop))
     limit = np.where(stub, per_stub, per_paper)
     out_keys, out_coc, out_cpl = [], [], []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -270,13 +275,22 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
         out_coc.append(cocit[chosen])
         out_cpl.append(coupl[chosen])
         del keys, u, v, score, cocit, coupl, chosen
-    if not out_keys:
+    return merge_pairs(*zip(out_keys, out_coc, out_cpl))
+
+
+def merge_pairs(*results) -> tuple:
+    """(keys, cocitations, coupling) of several similar_pairs results (or blocks) together: sorted, each pair
+    once (a pair chosen by both its papers comes twice, with the same counts)."""
+    empty = np.zeros(0, dtype=np.int64)
+    results = [r for r in results if len(r[0])]
+    if not results:
         return empty, empty, empty
-    keys = np.concatenate(out_keys)
+    keys = np.concatenate([r[0] for r in results])
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
-    first = np.r_[True, keys[1:] != keys[:-1]]         # a pair chosen by both its papers comes twice
-    return keys[first], np.concatenate(out_coc)[order][first], np.concatenate(out_cpl)[order][first]
+    first = np.r_[True, keys[1:] != keys[:-1]]
+    return (keys[first], np.concatenate([r[1] for r in results])[order][first],
+            np.concatenate([r[2] for r in results])[order][first])
 
 
 def _sorted_unique(values) -> np.ndarray:
@@ -540,12 +554,14 @@ def hops(n: int, src, dst, seeds) -> list:
 
 def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT,
                      per_paper: int = SIMILAR_PER_PAPER, per_stub: int = SIMILAR_PER_STUB,
-                     seed: int = COMMUNITY_SEED, communities: bool = True, similarity_file=None) -> dict:
+                     seed: int = COMMUNITY_SEED, communities: bool = True, similarity_file=None,
+                     similarity_part: tuple = (0, 1)) -> dict:
     """Every per-paper measure and the kept paper_similarity pairs of a citation graph given as index arrays
     over the sorted paper ids (`seeds`: seed indexes, `stub`: a boolean mask of works known only from a
     reference list). Pure computation (no database), so that a build can run it in a second process.
     communities=False leaves the community column None (see community_numbers, which computes it alone);
-    with `similarity_file`, the paper_similarity table is written there (write_similarity_file)."""
+    with `similarity_file`, the paper_similarity table is written there (write_similarity_file);
+    `similarity_part` (i, parts): only that part of the similar pairs (see similar_pairs, with_communities)."""
     n = len(ids)
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
@@ -557,7 +573,7 @@ def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT
     community, found, method = community_numbers(n, src, dst, seed) if communities else ({}, None, None)
     # Bound the table per paper, not globally: a pair stays when it is among the best `per_paper` of either
     # paper (best `per_stub` for a work known only from a reference list), so every paper keeps its best pairs.
-    keys, cocit, coupl = similar_pairs(n, src, dst, stub, max_fanout, per_paper, per_stub)
+    keys, cocit, coupl = similar_pairs(n, src, dst, stub, max_fanout, per_paper, per_stub, part=similarity_part)
     get = community.get
     columns = [(int(indeg[i]), int(outdeg[i]), round(float(pr[i]), 12), dist[i], component[i], get(i))
                for i in range(n)]
@@ -593,12 +609,24 @@ def community_numbers(n: int, src, dst, seed: int = COMMUNITY_SEED) -> tuple:
     return _numbered(communities), len(communities), method
 
 
-def with_communities(measures: dict, numbers: tuple) -> dict:
-    """Measures computed with communities=False, completed by community_numbers' result."""
+def with_communities(measures: dict, numbers: tuple, pairs: tuple | None = None) -> dict:
+    """Measures computed with communities=False, completed by community_numbers' result (and, when the
+    similar pairs were computed in parts, by the other part's pairs)."""
     community, found, method = numbers
     measures["columns"] = [c[:5] + (community[i],) for i, c in enumerate(measures["columns"])]
     measures["summary"].update(communities=found, community_method=method)
+    if pairs is not None:
+        keys, cocit, coupl = merge_pairs((measures["pair_keys"], measures["cocitations"], measures["coupling"]),
+                                         pairs)
+        measures.update(pair_keys=keys, cocitations=cocit, coupling=coupl)
+        measures["summary"]["similar_pairs"] = len(keys)
     return measures
+
+
+def communities_and_pairs(n: int, src, dst, stub, part: tuple, seed: int = COMMUNITY_SEED) -> tuple:
+    """community_numbers and one part of similar_pairs: the second process's share of the graph measures
+    when two processes compute them (an incremental build, where nothing else waits for the cores)."""
+    return community_numbers(n, src, dst, seed), similar_pairs(n, src, dst, stub, part=part)
 
 
 from .store import MEASURE_COLUMNS  # noqa: E402  (the papers columns of compute_measures' "columns", in order)

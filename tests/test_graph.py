@@ -125,9 +125,14 @@ def test_similar_pairs_by_blocks_equal_the_whole_computation():
         fanout, per_paper, per_stub = int(rng.integers(2, 12)), int(rng.integers(1, 5)), int(rng.integers(0, 3))
         keys, cocit, coupl = graph.similarity(n, src, dst, fanout)
         keep = graph.top_pairs(n, keys, cocit + coupl, stub, per_paper, per_stub)
+        want = [keys[keep].tolist(), cocit[keep].tolist(), coupl[keep].tolist()]
         for block in (1, 7, 10 ** 9):
             got = graph.similar_pairs(n, src, dst, stub, fanout, per_paper, per_stub, block_pairs=block)
-            assert [x.tolist() for x in got] == [keys[keep].tolist(), cocit[keep].tolist(), coupl[keep].tolist()]
+            assert [x.tolist() for x in got] == want
+        # in parts, as two processes share them
+        parts = [graph.similar_pairs(n, src, dst, stub, fanout, per_paper, per_stub, block_pairs=7, part=(i, 3))
+                 for i in range(3)]
+        assert [x.tolist() for x in graph.merge_pairs(*parts)] == want
 
 
 def test_max_fanout_skips_hubs():

@@ -93,6 +93,22 @@ def test_appended_lines_equal_full_build(tmp_path, records):
         build_incremental(record_files(data), inc)
 
 
+def test_large_build_path_equals_full_build(tmp_path, records, monkeypatch):
+    # above PARALLEL_MIN_EDGES the measures come from helper processes (in an incremental build: the similar
+    # pairs shared by two of them) and the full build's full-text index and paper_similarity from files of
+    # their own: forced here on the small KB, the incremental database still equals a full build's
+    import kb.store
+
+    monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
+    data = write_a(tmp_path / "records", records)
+    inc, full = tmp_path / "inc.db", tmp_path / "full.db"
+    build(record_files(data), inc)
+    write_records(data / "c-new.jsonl", records[2])
+    assert build_incremental(record_files(data), inc)["incremental"]
+    build(record_files(data), full)
+    assert differences(inc, full) == []
+
+
 def test_changed_or_removed_file_falls_back(tmp_path, records):
     data = write_a(tmp_path / "records", records)
     db = tmp_path / "kb.db"
