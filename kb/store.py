@@ -1,7 +1,10 @@
 """`kb build`: records (JSON Lines) -> one SQLite knowledge base, written atomically.
 
 The database is written to a temporary file beside the target and swapped in with os.replace, so a failed
-build leaves the previous database untouched. Same inputs, same table contents: rows are inserted sorted,
+build leaves the previous database untouched. On large builds two helper processes work beside the row
+building: one computes the graph measures and writes paper_similarity to a file of its own, the other makes
+the full-text index from the papers rows in a file of its own; both are copied in whole (SQLite's transfer of
+identical tables), so the database is the same as a one-process build's. Same inputs, same table contents: rows are inserted sorted,
 every derived number is computed deterministically and no wall-clock time is stored.
 
 Merging: records of the same paper (same kb key, or a ``doi:`` key whose DOI a PMID-keyed paper also has —
@@ -465,6 +468,9 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     except BaseException:
         if workers.get("fts") is not None:
             workers["fts"].close()
+        pool = getattr(workers.get("measures"), "pool", None)
+        if pool is not None:                  # the graph helper may still be writing its file
+            pool.shutdown(wait=True, cancel_futures=True)
         try:
             conn.close()
         except Exception:
@@ -1053,6 +1059,7 @@ def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_f
             return graph.with_communities(rest.result(), found, pairs)
         finally:
             pool.shutdown(wait=True)
+    result.pool = pool                        # a failed build waits for it (and then removes its file)
     return result
 
 
@@ -1079,6 +1086,8 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
     measures_result = _start_measures(ids, src, dst, sorted(index[k] for k in seeds), stub_mask,
                                       similarity_file=side_files.with_name(side_files.name + ".sim")
                                       if side_files else None)
+    if workers is not None:
+        workers["measures"] = measures_result
     timings["edges"] = time.perf_counter() - t
     say(f"edges: {len(pairs)} citations, {len(stub_ids)} works known only from references "
         f"({timings['edges']:.1f}s)")

@@ -269,3 +269,22 @@ def test_large_build_helpers_give_the_same_database(tmp_path, monkeypatch):
     assert _schema_and_fts(alone)["match"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".alone.db.state", ".helped.db.state", "alone.db",
                                                           "helped.db", "records"]
+
+
+def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch):
+    # a failure while the helper processes work (graph measures, full-text index): they are waited for or
+    # stopped and their files removed; the old database stays
+    import kb.store
+
+    target = tmp_path / "kb.db"
+    shutil.copy(built[0], target)
+    before = dump(target)
+    monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
+
+    def boom(self, conn, papers=False, fts=None):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(kb.store._Rows, "flush", boom)
+    with pytest.raises(RuntimeError):
+        build(record_files(FIXTURE), target)
+    assert dump(target) == before
+    assert [p.name for p in tmp_path.iterdir()] == ["kb.db"]
