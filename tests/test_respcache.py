@@ -186,3 +186,19 @@ async def test_citation_graph_json_same_with_remembered_growth(db_path, tmp_path
     for limit in (2, 5, 8, 150):
         path = f"/-/kb/citations.json?limit={limit}"
         assert (await ds.client.get(path)).json()["nodes"] == (await plain.client.get(path)).json()["nodes"], limit
+
+
+@pytest.mark.parametrize("cache_mb, expect_hits", [(None, True), ("0", False)])
+def test_kb_serve_cache_option(db_path, cache_mb, expect_hits):
+    """`kb serve` keeps pages by default (--cache-mb 64) and not with --cache-mb 0."""
+    import urllib.request
+
+    from serving import kb_serve
+
+    extra = ("--cache-mb", cache_mb) if cache_mb is not None else ()
+    with kb_serve(db_path, *extra) as (base, _port):
+        seen = []
+        for _ in range(3):
+            with urllib.request.urlopen(base + "/kb/papers?year=2011") as response:
+                seen.append(response.headers.get("x-kb-cache"))
+    assert (seen[1:] == ["hit", "hit"]) is expect_hits and seen[0] is None, seen
