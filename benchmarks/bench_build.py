@@ -136,14 +136,17 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _tree_rss_kb(pid: int) -> int:
-    """Resident memory (kB) of a process and all its descendants, now (Linux /proc)."""
+def _tree_rss_kb(pid: int, each: list | None = None) -> int:
+    """Resident memory (kB) of a process and all its descendants, now (Linux /proc); each process's in `each`."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
             with open(f"/proc/{p}/status") as fh:
-                total += next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+                rss = next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+            total += rss
+            if each is not None:
+                each.append(rss)
             for task in Path(f"/proc/{p}/task").iterdir():
                 todo.extend(int(c) for c in (task / "children").read_text().split())
         except (OSError, ValueError):
@@ -153,8 +156,12 @@ def _tree_rss_kb(pid: int) -> int:
 
 def _sample_peak(pid: int, out: dict, every: float = 0.05):
     """Keep out["peak"] = the highest sum of the process tree's resident memory seen (every `every` s)."""
+    t0 = time.perf_counter()
     while out.get("running", True):
-        out["peak"] = max(out.get("peak", 0), _tree_rss_kb(pid))
+        each: list = []
+        now = _tree_rss_kb(pid, each)
+        if now > out.get("peak", 0):
+            out["peak"], out["each"], out["at"] = now, each, time.perf_counter() - t0
         time.sleep(every)
 
 
@@ -180,6 +187,8 @@ def run_build(data: Path, db: Path, code: Path = ROOT) -> dict:
             sys.exit(child.returncode or 1)
         summary = json.loads(result)
         summary["peak_tree_kb"] = sampled.get("peak", 0)
+        summary["peak_each_gib"] = [round(kb / 1024 ** 2, 2) for kb in sampled.get("each", [])]
+        summary["peak_at"] = sampled.get("at")
         tm, c = summary["timings"], summary["counts"]
         print(f"papers {c['papers']} (stubs {c['stub_papers']}), citations {c['citations']}, "
               f"similar pairs {c['similar_pairs']}, communities {c['communities']}, "
@@ -192,7 +201,8 @@ def run_build(data: Path, db: Path, code: Path = ROOT) -> dict:
         print(f"CPU: build process {summary['cpu']:.1f} s, graph helper process {summary['cpu_children']:.1f} s")
         print(f"peak memory (max RSS): build process {summary['maxrss_kb'] / 1024 / 1024:.2f} GiB, "
               f"graph helper {summary['maxrss_children_kb'] / 1024 / 1024:.2f} GiB; all processes at once "
-              f"{summary['peak_tree_kb'] / 1024 / 1024:.2f} GiB (sampled every 0.05 s)")
+              f"{summary['peak_tree_kb'] / 1024 / 1024:.2f} GiB (sampled every 0.05 s; at {summary['peak_at'] or 0:.0f} s: "
+              f"{' + '.join(map(str, summary['peak_each_gib']))} GiB, build process first)")
         print(f"target: total <= 40 s ({tm['total'] / 40:.2f} of budget), memory < 2 GiB, all processes "
               f"({summary['peak_tree_kb'] / 1024 / 1024 / 2:.2f} of budget)")
         return summary

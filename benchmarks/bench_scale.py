@@ -1,18 +1,21 @@
 """Benchmark kb at scale (run by hand, not a test): N papers with ~10 citations each, built and served.
 
-    .venv/bin/python benchmarks/bench_scale.py [--papers 1000000] [--keep DIR] [--requests 20]
+    .venv/bin/python benchmarks/bench_scale.py [--papers 1000000] [--keep DIR] [--requests 20] [--code TREE]
+        [--skip-import] [--skip-serve] [--serve-only]
 
 Generates the records as benchmarks/bench_build.py does (the real MEDLINE sample replicated with renumbered
 PMIDs, 5-15 references per paper by preferential attachment, 2 % free-text references), then:
 1. import: the time `kb import` would take for N records, from its measured rate on a 30,000-record PubMed
    XML file (benchmarks/bench_import.py; memory stays flat as the file grows, so the rate carries over);
    measured here on --import-sample records of real XML unless --skip-import;
-2. build: `kb.store.build` in a child process, with its phases, wall time and peak memory (max RSS);
-3. serve: `kb serve` on the result and single-client p50/p95 of the main pages (papers table with facets, a row
-   page, a full-text search page with facets, the citation graph JSON and page, the timeline).
+2. build: `kb.store.build` in a child process (bench_build.run_build: phases, wall time, peak memory of all
+   its processes at once); --code TREE builds with another tree's kb (the previous code, for before/after);
+3. serve: `kb serve --cache-mb 0` on the result and single-client p50/p95 of the main pages (papers table with
+   facets, a row page, a full-text search page with facets, the citation graph JSON and page, the timeline).
 
-At 1,000,000 papers the build needs about 20 GiB of memory with the current single-process build (2.6 GiB at
-116,532 papers, roughly linear): run it only on a machine that has it, with nice, and nothing else running.
+With --keep DIR the records generated there are reused (and --serve-only serves the database built before).
+At 1,000,000 papers (7 GB of records, 10.6 GB database) the build needs ~9 GiB at its peak: run it with
+nothing else running.
 Targets of issue 10: import + build under 10 minutes, memory under 8 GiB, p95 under 150 ms on the main pages.
 """
 
@@ -20,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import random
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +38,7 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
-from bench_build import CHILD, generate  # noqa: E402
+from bench_build import generate, run_build  # noqa: E402
 from bench_serve import pct, timed_get  # noqa: E402
 from serving import kb_serve  # noqa: E402
 
@@ -54,24 +55,6 @@ def measure_import(records: int) -> dict:
         plain.unlink()
         r = bench_import.run_once("kb import", gz)
     return {"records": n, "rate": r["rate"], "cpu_us": r["cpu"] / r["records"] * 1e6}
-
-
-def build(data: Path, db: Path) -> dict:
-    child = subprocess.Popen(["nice", "-n", "5", sys.executable, "-c",
-                              CHILD.format(root=str(ROOT), data=str(data), db=str(db))],
-                             stdout=subprocess.PIPE, text=True)
-    result = None
-    t = time.perf_counter()
-    for line in child.stdout:
-        if line.startswith("RESULT "):
-            result = line[7:]
-        else:
-            print(line, end="", flush=True)
-    if child.wait() or result is None:
-        sys.exit(child.returncode or 1)
-    summary = json.loads(result)
-    summary["wall"] = time.perf_counter() - t
-    return summary
 
 
 def serve(db: Path, n: int, seed: int = 5) -> dict[str, list[float]]:
@@ -101,7 +84,7 @@ def serve(db: Path, n: int, seed: int = 5) -> dict[str, list[float]]:
     import http.client
 
     out = {}
-    with kb_serve(db, cwd=ROOT, timeout=1800) as (_, port):
+    with kb_serve(db, "--cache-mb", "0", cwd=ROOT, timeout=1800) as (_, port):   # every request answered anew
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         for label, paths in plan.items():
             times = []
@@ -122,6 +105,10 @@ def main(argv=None):
     ap.add_argument("--requests", type=int, default=20, help="requests per page in the serve part")
     ap.add_argument("--import-sample", type=int, default=30_000, help="real-XML records for the import rate")
     ap.add_argument("--skip-import", action="store_true")
+    ap.add_argument("--skip-serve", action="store_true")
+    ap.add_argument("--serve-only", action="store_true", help="with --keep: serve the database built before")
+    ap.add_argument("--code", type=Path, default=ROOT,
+                    help="build with the kb package of this source tree (a git worktree of the previous code)")
     args = ap.parse_args(argv)
     work = args.keep or Path(tempfile.mkdtemp(prefix="kb-scale-"))
     print(f"{args.papers:,} papers; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} at start")
@@ -133,20 +120,31 @@ def main(argv=None):
                   f"{imp['records']:,} records -> {args.papers / imp['rate']:.0f} s for {args.papers:,} (extrapolated)")
         data = work / "records"
         t = time.perf_counter()
-        info = generate(data, args.papers)
+        if (data / "seeds.jsonl").exists():
+            print(f"reusing the records in {data}")
+        else:
+            info = generate(data, args.papers)
+            print(f"generated {info['papers']:,} papers, {info['resolved_citations']:,} citations "
+                  f"in {time.perf_counter() - t:.0f}s")
         size = sum(f.stat().st_size for f in data.iterdir())
-        print(f"generated {info['papers']:,} papers, {info['resolved_citations']:,} citations, "
-              f"{size / 1e6:,.0f} MB of records in {time.perf_counter() - t:.0f}s")
+        print(f"{size / 1e6:,.0f} MB of records")
         db = work / "scale.db"
-        summary = build(data, db)
-        tm, c = summary["timings"], summary["counts"]
-        gib = summary["maxrss_kb"] / 1024 / 1024
-        print(f"build: {summary['wall']:.0f} s wall ({', '.join(f'{k} {v:.0f}' for k, v in tm.items())}), "
-              f"peak memory {gib:.2f} GiB, {c['papers']:,} papers, {c['citations']:,} citations, "
-              f"db {db.stat().st_size / 1e9:.2f} GB")
-        if imp:
+        summary = None
+        if args.serve_only and db.exists():
+            print(f"serving the database built before: {db}")
+        else:
+            if args.code != ROOT:
+                print(f"building with the code of {args.code}")
+            summary = run_build(data, db, args.code)
+            summary["wall"] = summary["timings"]["total"]
+            gib = summary["peak_tree_kb"] / 1024 / 1024
+            print(f"build: {summary['wall']:.0f} s, peak memory of all processes {gib:.2f} GiB (target < 8 GiB), "
+                  f"db {db.stat().st_size / 1e9:.2f} GB")
+        if imp and summary:
             total = args.papers / imp["rate"] + summary["wall"]
             print(f"import + build: {total:.0f} s (target < 600 s)")
+        if args.skip_serve:
+            return
         t = time.perf_counter()
         results = serve(db, args.requests)
         print(f"serve (started and warmed up in {time.perf_counter() - t:.0f} s including the requests):")

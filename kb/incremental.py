@@ -155,8 +155,9 @@ def _merged_edge(pair, new, old_raw, old_sources_json):
     new sources; Fallback when the stored row cannot tell which old source gave its text."""
     import json
 
-    from .store import REFLIST_SOURCE, _jsonl
+    from .store import REFLIST_SOURCE, _edge, _jsonl
 
+    new = _edge(new)
     new = {new[0]: new[1]} if isinstance(new, tuple) else dict(new)
     old = json.loads(old_sources_json)
     if set(new) & set(old):

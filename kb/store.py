@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import os
+import pickle
 import re
 import sqlite3
 import time
@@ -28,6 +29,7 @@ import unicodedata
 from pathlib import Path
 from typing import Callable, Iterable
 
+import lz4.block
 import sqlite_utils
 
 from . import __version__, mesh
@@ -213,10 +215,63 @@ def _journal_key(j: dict) -> str | None:
     return None
 
 
-class _Reader:
-    """Collects and merges the records of the build's input files."""
+PACK_BYTES = 2_000_000_000   # record files larger than this (gzip counted x5): their records are kept pickled
 
-    def __init__(self):
+
+class _Packed:
+    """A paper record kept as pickled, LZ4-compressed bytes while a large build reads (a fifth of the dict's
+    memory; LZ4 halves the pickle for ~7 us per record, where zlib or zstd would take 20-70 us), with the
+    fields the build reads before making the rows (references, doi, pmcid, provenance, merge marks) beside it
+    as they are. `unpack()` gives the record, equal to the one that was packed."""
+
+    __slots__ = ("blob", "fields")
+    BESIDE = ("references", "doi", "pmcid", "provenance")
+
+    def __init__(self, record: dict):
+        self.fields = {f: record.pop(f) for f in self.BESIDE if f in record}
+        self.blob = lz4.block.compress(pickle.dumps(record, protocol=5))
+
+    def unpack(self) -> dict:
+        record = pickle.loads(lz4.block.decompress(self.blob))
+        record.update(self.fields)
+        return record
+
+    def get(self, field, default=None):
+        if field in self.fields:
+            return self.fields[field]
+        return self.unpack().get(field, default)     # a field not beside: slow, and only seeds and --concepts
+                                                     # auto read those before the rows
+
+    def __setitem__(self, field, value):
+        self.fields[field] = value
+
+    def pop(self, field, default=None):
+        if field in self.fields:
+            return self.fields.pop(field)
+        record = self.unpack()
+        value = record.pop(field, default)
+        for f in self.BESIDE:
+            record.pop(f, None)
+        self.blob = lz4.block.compress(pickle.dumps(record, protocol=5))
+        return value
+
+
+def _record(p) -> dict:
+    """The paper record of a value of the build's papers dict (packed or not)."""
+    return p.unpack() if type(p) is _Packed else p
+
+
+def pack_records(paths) -> bool:
+    """Whether a build from `paths` keeps its records pickled (_Packed): when their files are large."""
+    size = sum(p.stat().st_size * (5 if p.name.endswith(".gz") else 1) for p in paths)
+    return size > PACK_BYTES
+
+
+class _Reader:
+    """Collects and merges the records of the build's input files (kept pickled with `pack`: large builds)."""
+
+    def __init__(self, pack: bool = False):
+        self.pack = pack
         self.papers: dict[str, list] = {}
         self.citations: list[dict] = []
         self.seeds: list[dict] = []
@@ -281,6 +336,8 @@ class _Reader:
             if authors and isinstance(authors, list):
                 record["authors"] = [{k: v for k, v in a.items() if v is not None} if isinstance(a, dict) else a
                                      for a in authors]
+            if self.pack:
+                record = _Packed(record)
             self.papers.setdefault(key, []).append((0 if _is_pubmed(record) else 1, self.order, record))
         elif kind == "citation":
             self.citations.append(record)
@@ -320,6 +377,8 @@ class _Reader:
             if key in self.deleted:
                 continue
             recs = [r for _p, _o, r in sorted(groups[key], key=lambda t: (t[0], t[1]))]
+            if len(recs) > 1:
+                recs = [_record(r) for r in recs]
             if len(recs) == 1:
                 merged = recs[0]          # the common case: no copy
             else:
@@ -427,7 +486,7 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     hasher = ThreadPoolExecutor(1)
     hashing = hasher.submit(lambda: [_sha256(p) for p in paths])
     hasher.shutdown(wait=False)
-    reader = _Reader()
+    reader = _Reader(pack=pack_records(paths))
     for record in read_records(paths):
         reader.add(record)
     papers, remap = reader.merged()
@@ -435,7 +494,7 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     origins = reader.origins
     mesh.merge_into_lexicon(lexicon, reader.mesh)   # tree numbers of "mesh" records join the lexicon's table
     if auto:                                  # concept nodes from the KB's own MeSH headings (trees rolled up)
-        lexicon = auto_lexicon(papers.values(), lexicon)
+        lexicon = auto_lexicon(map(_record, papers.values()), lexicon)
     timings["read"] = time.perf_counter() - t0
     say(f"read: {len(papers)} papers from {len(paths)} files ({timings['read']:.1f}s)")
 
@@ -574,9 +633,16 @@ def _write_meta(db, conn, meta):
     conn.execute("ANALYZE")
 
 
-def _collect_edges(items, citations, known, remap, deleted, edges=None, stubs=None):
-    """Citation edges {(citing, cited): (source, raw) or {source: raw}} of papers' reference lists (`items`:
-    (key, paper) pairs) and citation records, and the reference texts {key: set} of cited ids not in `known`."""
+def _edge(value):
+    """An edge's value as (source, raw) or {source: raw}. An edge with one source, PubMed's reference list, and
+    its text is stored as the text alone: most edges of a large build (a tuple each: 0.5 GB at 10M citations)."""
+    return (REFLIST_SOURCE, value) if type(value) is str else value
+
+
+def _collect_edges(items, citations, known, remap, deleted, edges=None, stubs=None, take=False):
+    """Citation edges {(citing, cited): value (see _edge)} of papers' reference lists (`items`: (key, paper)
+    pairs) and citation records, and the reference texts {key: set} of cited ids not in `known`. With `take`,
+    each paper's references are taken out of it as they are read (the full build: they are not needed again)."""
     edges = {} if edges is None else edges
     stubs = {} if stubs is None else stubs
 
@@ -604,16 +670,17 @@ def _collect_edges(items, citations, known, remap, deleted, edges=None, stubs=No
         pair = (citing, cited)
         have = edges.get(pair)
         if have is None:
-            edges[pair] = (source, raw)
+            edges[pair] = raw if source == REFLIST_SOURCE and raw is not None else (source, raw)
             return
-        if isinstance(have, tuple):
+        if type(have) is not dict:
+            have = _edge(have)
             have = edges[pair] = {have[0]: have[1]}
         if have.get(source) is None:
             have[source] = raw
 
     pmid_keys: dict = {}                      # one key string per cited PMID, not one per reference
     for key, p in items:
-        for raw, pmid, doi in p.get("references") or ():
+        for raw, pmid, doi in (p.pop("references", None) if take else p.get("references")) or ():
             if pmid:                          # the common case, cited_key inlined
                 cited = pmid_keys.get(pmid)
                 if cited is None:
@@ -655,7 +722,7 @@ def _citation_rows(pairs, edges, stub_ids):
     """citations rows of sorted edge pairs."""
     source_lists: dict[str, str] = {}
     for pair in pairs:
-        e = edges[pair]
+        e = _edge(edges[pair])
         if isinstance(e, tuple):                      # one source: the common case
             first, raw = e
             listed = source_lists.get(first)
@@ -672,7 +739,7 @@ def _citation_rows(pairs, edges, stub_ids):
 def _citation_source_rows(pairs, edges):
     """(citing_id, cited_id, source) for every edge and each of its sources, in primary-key order."""
     for pair in pairs:
-        e = edges[pair]
+        e = _edge(edges[pair])
         for source in ([e[0]] if isinstance(e, tuple) else sorted(e)):
             yield (pair[0], pair[1], source)
 
@@ -1070,7 +1137,7 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
     from the rows, and paper_similarity by the graph helper, in files of their own copied in by _finish."""
     t = time.perf_counter()
     deleted = reader.deleted
-    edges, stubs = _collect_edges(papers.items(), reader.citations, papers, remap, deleted)
+    edges, stubs = _collect_edges(papers.items(), reader.citations, papers, remap, deleted, take=True)
     seeds = {remap(s.get("id")) for s in reader.seeds if s.get("id")} - deleted
     # Stub papers for every id an edge or seed names that has no record.
     stub_ids = {k for e in edges for k in e if k not in papers} | {k for k in seeds if k not in papers}
@@ -1102,15 +1169,13 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
     stub_raws = {k: stubs[k] for k in stub_ids if k in stubs}
     del pairs, stubs
     edges.clear()
-    for p in papers.values():
-        p.pop("references", None)             # in the citations table now; the rows do not read them
     _release_memory()
     rows = _Rows(lexicon, seeds)
     fts = None
     if side_files is not None and len(src) >= PARALLEL_MIN_EDGES:   # the full-text index in another process
         fts = workers["fts"] = _FtsWorker(side_files.with_name(side_files.name + ".fts"))
     for n, key in enumerate(ids, 1):
-        rows.add(key, papers[key])
+        rows.add(key, _record(papers[key]))
         papers[key] = None                    # the record is done with: free it
         if n % 5000 == 0:
             rows.flush(conn, papers=True, fts=fts)

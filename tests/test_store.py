@@ -288,3 +288,34 @@ def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch)
         build(record_files(FIXTURE), target)
     assert dump(target) == before
     assert [p.name for p in tmp_path.iterdir()] == ["kb.db"]
+
+
+def test_packed_record_round_trips():
+    from kb.store import _Packed, _record
+
+    rec = {"type": "paper", "pmid": "1", "doi": "10.1/x", "title": "T", "mesh": [{"name": "Leukemia", "ui": "D1"}],
+           "references": [("Ref 1", "2", None)], "provenance": {"source": "pubmed"}, "year": 2001}
+    packed = _Packed(dict(rec))
+    assert packed.get("doi") == "10.1/x" and packed.get("title") == "T" and packed.get("absent", 0) == 0
+    packed["id"] = "pmid:1"
+    assert packed.pop("provenance") == {"source": "pubmed"}
+    assert packed.pop("year") == 2001                 # a field inside the pickled part
+    assert _record(packed) == {**{k: v for k, v in rec.items() if k not in ("provenance", "year")}, "id": "pmid:1"}
+    assert _record(rec) is rec
+
+
+@pytest.mark.parametrize("concepts,seeds", [(None, ()), ("auto", ("10.1000/seed1", "pmid:5"))])
+def test_packed_records_build_the_same_database(tmp_path, monkeypatch, concepts, seeds):
+    # large builds keep their records pickled while they read (kb.store.PACK_BYTES): forced here, the
+    # database is the one the dicts give, merged records, DOI-keyed records, stubs, auto concepts and seeds included
+    import kb.store
+
+    plain, packed = tmp_path / "plain.db", tmp_path / "packed.db"
+    build(record_files(FIXTURE), plain, lexicon_path=concepts, seeds=seeds)
+    monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
+    seen = []
+    real = kb.store._Packed.__init__
+    monkeypatch.setattr(kb.store._Packed, "__init__", lambda self, record: seen.append(1) or real(self, record))
+    build(record_files(FIXTURE), packed, lexicon_path=concepts, seeds=seeds)
+    assert seen
+    assert dump(packed) == dump(plain)
