@@ -1,4 +1,5 @@
-"""Schema introspection answered from memory for immutable databases (what `datasette inspect` does for counts).
+"""Schema introspection answered from memory for immutable databases (what `datasette inspect` does for counts),
+and their full-text searches planned for their size (kb/publish/ftsplan.py).
 
 Datasette 0.65 asks SQLite about the schema on every request: a papers table page makes ~27 trips to the query
 thread pool, of which ~4 read data; the rest are the same questions each time (the table's columns, primary keys,
@@ -57,10 +58,15 @@ def _memoized(method, is_async=True):
 
 
 def _memoized_execute(db):
+    from .ftsplan import Planner
+
     answers: dict = {}
+    planner = Planner(lambda sql, params=None: type(db).execute(db, sql, params))
 
     async def execute(sql, params=None, *args, **kwargs):
         run = type(db).execute  # looked up per call: a wrapper put on the class later still sees every query
+        if "match" in sql:                       # a search: planned for its size (kb/publish/ftsplan.py)
+            sql = await planner.rewrite(sql, params)
         if sql in SCHEMA_SQL and not args and not kwargs:
             key = (sql, tuple(params) if isinstance(params, (list, tuple)) else params)
             if key not in answers:
