@@ -221,38 +221,58 @@ PACK_BYTES = 2_000_000_000   # record files larger than this (gzip counted x5): 
 class _Packed:
     """A paper record kept as pickled, LZ4-compressed bytes while a large build reads (a fifth of the dict's
     memory; LZ4 halves the pickle for ~7 us per record, where zlib or zstd would take 20-70 us), with the
-    fields the build reads before making the rows (references, doi, pmcid, provenance, merge marks) beside it
-    as they are. `unpack()` gives the record, equal to the one that was packed."""
+    fields the build reads before making the rows (references, doi, pmcid, provenance) and the marks the merge
+    sets (id, _pubmed, _sources) beside it, in slots (a dict of them would take ~300 bytes more per record).
+    `unpack()` gives the record, equal to the one that was packed."""
 
-    __slots__ = ("blob", "fields")
     BESIDE = ("references", "doi", "pmcid", "provenance")
+    MARKS = ("id", "_pubmed", "_sources")
+    __slots__ = ("blob",) + BESIDE + MARKS
 
     def __init__(self, record: dict):
-        self.fields = {f: record.pop(f) for f in self.BESIDE if f in record}
+        for f in self.BESIDE:
+            if f in record:
+                setattr(self, f, record.pop(f))
         self.blob = lz4.block.compress(pickle.dumps(record, protocol=5))
+
+    def _beside(self) -> dict:
+        return {f: getattr(self, f) for f in self.BESIDE + self.MARKS if hasattr(self, f)}
 
     def unpack(self) -> dict:
         record = pickle.loads(lz4.block.decompress(self.blob))
-        record.update(self.fields)
+        record.update(self._beside())
         return record
 
     def get(self, field, default=None):
-        if field in self.fields:
-            return self.fields[field]
-        return self.unpack().get(field, default)     # a field not beside: slow, and only seeds and --concepts
+        if hasattr(self, field) and field != "blob":
+            return getattr(self, field)
+        if field in self.BESIDE:
+            return default
+        return self.unpack().get(field, default)     # a field in the blob: slow, and only seeds and --concepts
                                                      # auto read those before the rows
 
-    def __setitem__(self, field, value):
-        self.fields[field] = value
-
-    def pop(self, field, default=None):
-        if field in self.fields:
-            return self.fields.pop(field)
-        record = self.unpack()
-        value = record.pop(field, default)
-        for f in self.BESIDE:
+    def _repack(self, record: dict):
+        for f in self._beside():
             record.pop(f, None)
         self.blob = lz4.block.compress(pickle.dumps(record, protocol=5))
+
+    def __setitem__(self, field, value):
+        if field in self.BESIDE or field in self.MARKS:
+            setattr(self, field, value)
+        else:
+            record = self.unpack()
+            record[field] = value
+            self._repack(record)
+
+    def pop(self, field, default=None):
+        if field in self.BESIDE or (field in self.MARKS and hasattr(self, field)):
+            value = getattr(self, field, default)
+            if hasattr(self, field):
+                delattr(self, field)
+            return value
+        record = self.unpack()
+        value = record.pop(field, default)
+        self._repack(record)
         return value
 
 
@@ -302,8 +322,12 @@ class _Reader:
             record.pop("abstract_sections", None)
             record.pop("chemicals", None)
             record.pop("book", None)
-            if prov:
-                record["provenance"] = {"source": prov.get("source")}
+            if prov:                              # one shared {"source": ...} per source
+                source = prov.get("source")
+                try:
+                    record["provenance"] = self.shared.setdefault(("provenance", source), {"source": source})
+                except TypeError:                 # a source that is not hashable: kept as it is
+                    record["provenance"] = {"source": source}
             refs = record.get("references")
             if refs:
                 record["references"] = [(r, None, None) if isinstance(r, str) else
@@ -370,6 +394,7 @@ class _Reader:
 
         remap.doi_to_pmid = doi_to_pmid           # kept for kb.incremental
         groups: dict[str, list] = {}
+        same_sources: dict[tuple, list] = {}
         for key, recs in self.papers.items():
             groups.setdefault(remap(key), []).extend(recs)
         papers = {}
@@ -389,8 +414,8 @@ class _Reader:
                             merged[field] = value
             merged["id"] = key
             merged["_pubmed"] = any(p == 0 for p, _o, _r in groups[key])
-            merged["_sources"] = sorted({str((r.get("provenance") or {}).get("source") or "")
-                                         for r in recs} - {""})
+            sources = sorted({str((r.get("provenance") or {}).get("source") or "") for r in recs} - {""})
+            merged["_sources"] = same_sources.setdefault(tuple(sources), sources)   # one list per set of sources
             merged.pop("provenance", None)
             papers[key] = merged
         self.papers = {}

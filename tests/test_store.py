@@ -295,12 +295,17 @@ def test_packed_record_round_trips():
 
     rec = {"type": "paper", "pmid": "1", "doi": "10.1/x", "title": "T", "mesh": [{"name": "Leukemia", "ui": "D1"}],
            "references": [("Ref 1", "2", None)], "provenance": {"source": "pubmed"}, "year": 2001}
-    packed = _Packed(dict(rec))
+    packed = _Packed(dict(rec, id="old"))
     assert packed.get("doi") == "10.1/x" and packed.get("title") == "T" and packed.get("absent", 0) == 0
-    packed["id"] = "pmid:1"
-    assert packed.pop("provenance") == {"source": "pubmed"}
+    assert packed.get("pmcid", 0) == 0 and packed.get("id") == "old"   # absent beside; in the pickled part
+    packed["id"] = "pmid:1"                           # the merge's marks, in slots
+    packed["_sources"] = ["pubmed"]
+    assert packed.get("id") == "pmid:1"
+    assert packed.pop("provenance") == {"source": "pubmed"} and packed.pop("provenance", 0) == 0
     assert packed.pop("year") == 2001                 # a field inside the pickled part
-    assert _record(packed) == {**{k: v for k, v in rec.items() if k not in ("provenance", "year")}, "id": "pmid:1"}
+    packed["kind"] = "journal-article"                # and one put there
+    assert _record(packed) == {**{k: v for k, v in rec.items() if k not in ("provenance", "year")}, "id": "pmid:1",
+                               "_sources": ["pubmed"], "kind": "journal-article"}
     assert _record(rec) is rec
 
 
