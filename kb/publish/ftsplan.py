@@ -15,10 +15,12 @@ cannot change and whose full-text table indexes the table's own rows (an FTS5 ta
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 
 # A search filter exactly as Datasette 0.65 writes it (datasette/filters.py), on a table and its FTS table.
 SEARCH = re.compile(r"(?<![+\w])rowid in \(select rowid from (\w+) where \1 match (escape_fts\(:search\)|:search)\)")
 WALK_SHARE = 0.01
+MATCH_COUNTS_KEPT = 10_000   # searches whose match count is remembered (a server lives long; searches vary)
 
 
 class Planner:
@@ -30,7 +32,7 @@ class Planner:
         self.content: dict[str, str | None] = {}    # FTS table -> the table whose rows it indexes (or None)
         self.rows: dict[str, int] = {}              # table -> row count
         self.indexed: dict[str, set] = {}           # table -> columns that lead an index
-        self.matches: dict[tuple, int] = {}         # (FTS table, match clause, search) -> matching rows
+        self.matches: OrderedDict = OrderedDict()  # (FTS table, match clause, search) -> matching rows, bounded
 
     async def _content_table(self, fts: str) -> str | None:
         if fts not in self.content:
@@ -52,6 +54,8 @@ class Planner:
         if key not in self.matches:
             found = await self.run(f"select count(*) from {fts} where {fts} match {clause}", {"search": key[2]})
             self.matches[key] = found.rows[0][0]
+            while len(self.matches) > MATCH_COUNTS_KEPT:
+                self.matches.popitem(last=False)
         return self.matches[key]
 
     async def rewrite(self, sql: str, params) -> str:
