@@ -154,26 +154,31 @@ def _tree_rss_kb(pid: int, each: list | None = None) -> int:
     return total
 
 
-def _sample_peak(pid: int, out: dict, every: float = 0.05):
-    """Keep out["peak"] = the highest sum of the process tree's resident memory seen (every `every` s)."""
-    t0 = time.perf_counter()
+def _sample_peak(pid: int, out: dict, every: float = 0.05, timeline: float = 0):
+    """Keep out["peak"] = the highest sum of the process tree's resident memory seen (every `every` s); with
+    `timeline`, print each process's resident memory every `timeline` seconds (where the memory goes, phase by phase)."""
+    t0 = last = time.perf_counter()
     while out.get("running", True):
         each: list = []
         now = _tree_rss_kb(pid, each)
         if now > out.get("peak", 0):
             out["peak"], out["each"], out["at"] = now, each, time.perf_counter() - t0
+        if timeline and time.perf_counter() - last >= timeline:
+            last = time.perf_counter()
+            print(f"    [memory at {last - t0:5.0f} s: {' + '.join(f'{kb / 1024 ** 2:.2f}' for kb in each)} GiB]",
+                  flush=True)
         time.sleep(every)
 
 
-def run_build(data: Path, db: Path, code: Path = ROOT) -> dict:
-    """One build in a child process; prints its phases and returns its summary."""
+def run_build(data: Path, db: Path, code: Path = ROOT, timeline: float = 0) -> dict:
+    """One build in a child process; prints its phases (and its memory every `timeline` s) and returns its summary."""
     if True:
         import threading
 
         child = subprocess.Popen([sys.executable, "-c", CHILD.format(root=str(code), data=str(data), db=str(db))],
                                  stdout=subprocess.PIPE, text=True)
         sampled = {}
-        sampler = threading.Thread(target=_sample_peak, args=(child.pid, sampled), daemon=True)
+        sampler = threading.Thread(target=_sample_peak, args=(child.pid, sampled, 0.05, timeline), daemon=True)
         sampler.start()
         result = None
         for line in child.stdout:

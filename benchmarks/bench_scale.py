@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT))
 
 from bench_build import generate, run_build  # noqa: E402
-from bench_serve import pct, timed_get  # noqa: E402
+from bench_serve import pct, timed_get_hit  # noqa: E402
 from serving import kb_serve  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def measure_import(records: int) -> dict:
     return {"records": n, "rate": r["rate"], "cpu_us": r["cpu"] / r["records"] * 1e6}
 
 
-def serve(db: Path, n: int, seed: int = 5) -> dict[str, list[float]]:
+def serve(db: Path, n: int, seed: int = 5) -> dict[str, tuple[list[float], int]]:
     import sqlite3
 
     conn = sqlite3.connect(db)
@@ -87,13 +87,14 @@ def serve(db: Path, n: int, seed: int = 5) -> dict[str, list[float]]:
     with kb_serve(db, "--cache-mb", "0", cwd=ROOT, timeout=1800) as (_, port):   # every request answered anew
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
         for label, paths in plan.items():
-            times = []
+            times, incomplete = [], 0
             for path in paths:
-                ms, status = timed_get(conn, path)
+                ms, status, kind = timed_get_hit(conn, path)
                 if status != 200:
                     print(f"  {label}: HTTP {status} for {path}")
                 times.append(ms)
-            out[label] = times
+                incomplete += kind == "incomplete"
+            out[label] = times, incomplete
         conn.close()
     return out
 
@@ -105,6 +106,7 @@ def main(argv=None):
     ap.add_argument("--requests", type=int, default=20, help="requests per page in the serve part")
     ap.add_argument("--import-sample", type=int, default=30_000, help="real-XML records for the import rate")
     ap.add_argument("--skip-import", action="store_true")
+    ap.add_argument("--timeline", type=float, default=0, help="print each process's memory every N seconds")
     ap.add_argument("--skip-serve", action="store_true")
     ap.add_argument("--serve-only", action="store_true", help="with --keep: serve the database built before")
     ap.add_argument("--code", type=Path, default=ROOT,
@@ -135,7 +137,7 @@ def main(argv=None):
         else:
             if args.code != ROOT:
                 print(f"building with the code of {args.code}")
-            summary = run_build(data, db, args.code)
+            summary = run_build(data, db, args.code, args.timeline)
             summary["wall"] = summary["timings"]["total"]
             gib = summary["peak_tree_kb"] / 1024 / 1024
             print(f"build: {summary['wall']:.0f} s, peak memory of all processes {gib:.2f} GiB (target < 8 GiB), "
@@ -149,9 +151,10 @@ def main(argv=None):
         results = serve(db, args.requests)
         print(f"serve (started and warmed up in {time.perf_counter() - t:.0f} s including the requests):")
         print(f"  {'page':32} {'first':>8} {'p50':>8} {'p95':>8}  ms")
-        for label, times in results.items():
+        for label, (times, incomplete) in results.items():
             rest = sorted(times[1:]) or times
-            print(f"  {label:32} {times[0]:8.0f} {pct(rest, 50):8.0f} {pct(rest, 95):8.0f}")
+            print(f"  {label:32} {times[0]:8.0f} {pct(rest, 50):8.0f} {pct(rest, 95):8.0f}"
+                  + (f"  ({incomplete} of {len(times)} with facets still being counted)" if incomplete else ""))
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

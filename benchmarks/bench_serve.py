@@ -111,13 +111,17 @@ def timed_get(conn: http.client.HTTPConnection, path: str) -> tuple[float, int]:
     return ms, status
 
 
-def timed_get_hit(conn: http.client.HTTPConnection, path: str) -> tuple[float, int, bool]:
-    """(milliseconds, status, whether kb serve answered from its response cache)."""
+def timed_get_hit(conn: http.client.HTTPConnection, path: str) -> tuple[float, int, str]:
+    """(milliseconds, status, "hit" when kb serve answered from its response cache, "incomplete" for a page whose
+    facets were still being counted in the background (Cache-Control: no-store), else "")."""
     t = time.perf_counter()
     conn.request("GET", path, headers={"Accept-Encoding": "identity"})
     response = conn.getresponse()
     response.read()
-    return (time.perf_counter() - t) * 1000, response.status, response.getheader("x-kb-cache") == "hit"
+    ms = (time.perf_counter() - t) * 1000
+    if response.getheader("x-kb-cache") == "hit":
+        return ms, response.status, "hit"
+    return ms, response.status, "incomplete" if response.getheader("cache-control") == "no-store" else ""
 
 
 def pct(values, q):
@@ -174,7 +178,8 @@ def load_test(port: int, plan: dict[str, list[str]], clients: int, seconds: floa
                     n = next(counter)
                 path += ("&" if "?" in path else "?") + f"_u={n}"
             try:
-                ms, st, hit = timed_get_hit(conn, path)
+                ms, st, kind = timed_get_hit(conn, path)
+                hit = kind == "hit"
             except (OSError, http.client.HTTPException) as exc:
                 with lock:
                     errors.append(f"{label}: {type(exc).__name__}")
@@ -259,11 +264,11 @@ def main():
             def worker(chunk):
                 c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
                 for path in chunk:
-                    ms, st, hit = timed_get_hit(c, path)
+                    ms, st, kind = timed_get_hit(c, path)
                     with lock:
                         times.append(ms)
                         statuses.append(st)
-                        hits.append(hit)
+                        hits.append(kind)
                 c.close()
 
             chunks = [paths[1:][k::args.clients] for k in range(args.clients)]
@@ -279,7 +284,9 @@ def main():
             flag = "" if p95 < TARGET_MS else "  <-- over target"
             print(f"{label:38} {first:8.1f} {pct(times, 50):8.1f} {p95:8.1f} {times[-1]:8.1f}{flag}"
                   + (f"  ({len(bad)} non-200: {sorted(set(bad))})" if bad else "")
-                  + (f"  ({sum(hits)} of {len(hits)} from the response cache)" if any(hits) else ""))
+                  + (f"  ({hits.count('hit')} of {len(hits)} from the response cache)" if "hit" in hits else "")
+                  + (f"  ({hits.count('incomplete')} of {len(hits)} with facets still being counted)"
+                     if "incomplete" in hits else ""))
         if args.load_clients:
             failures += load_test(port, plan, args.load_clients, args.load_seconds, unique=args.unique)
     finally:

@@ -105,15 +105,18 @@ def test_table_page_facets_unchanged(kb_db):
     assert len(one_pass[0]) >= 5
 
 
-def test_a_pass_out_of_time_is_tried_once_per_page(kb_db, monkeypatch):
-    """When the one-query pass runs out of time, the page's other facets count themselves without trying it again."""
+def test_a_pass_out_of_time_is_finished_in_the_background(kb_db, monkeypatch):
+    """When the one-query pass runs out of time, the page lists its facets as timed out at once (no facet tries
+    again on its own), says so, and is not cached; the pass goes on in the background and the next visit has every
+    facet, the same as counting them one by one."""
     from datasette.database import QueryInterrupted
 
-    from kb.publish import make_datasette, plugin
+    from kb.publish import facetpass, make_datasette, plugin
 
-    passes = []
+    passes, later = [], []
+    path = "/kb/papers?_search=marrow&_size=5"
 
-    async def page():
+    async def visits():
         ds = make_datasette(kb_db)
         await ds.invoke_startup()
         plugin._facet_cache.clear()
@@ -127,11 +130,77 @@ def test_a_pass_out_of_time_is_tried_once_per_page(kb_db, monkeypatch):
                 raise QueryInterrupted(None, sql, params)
             return await execute(self, sql, params, *args, **kwargs)
 
-        monkeypatch.setattr(type(db), "execute", slow_pass)
-        response = await ds.client.get("/kb/papers.json?_search=marrow&_size=5")
-        assert response.status_code == 200
-        return response.json()["facet_results"]
+        async def long(ds, database, sql, params, limit_ms, **options):
+            later.append((limit_ms, options))
+            return await execute_long(ds, database, sql, params, limit_ms, **options)
 
-    results = asyncio.run(page())
-    assert len(passes) == 1
-    assert len(results) >= 5                                 # counted one by one instead
+        execute_long = facetpass.execute_long
+        monkeypatch.setattr(facetpass, "execute_long", long)
+
+        monkeypatch.setattr(type(db), "execute", slow_pass)
+        first = await ds.client.get(path + "&_extra=facet_results")
+        await asyncio.gather(*facetpass._later.values())
+        second = await ds.client.get(path.replace("papers?", "papers.json?"))
+        return first, second
+
+    first, second = asyncio.run(visits())
+    assert first.status_code == 200 and "being counted in the background" in first.text
+    assert first.headers["cache-control"] == "no-store"
+    assert "These facets timed out: year, journal_id" in first.text
+    assert len(passes) == 1 and later == [(facetpass.LATER_LIMIT_MS, {"background": True})]   # no facet tried on its own; one background pass
+    assert len(second.json()["facet_results"]) == 8
+    assert "no-store" not in second.headers.get("cache-control", "")
+
+    plugin._facet_cache.clear()
+    monkeypatch.undo()
+
+    async def per_facet():
+        original = facetpass.count_all
+
+        async def never(*args, **kwargs):
+            return False
+
+        facetpass.count_all = never
+        try:
+            ds = make_datasette(kb_db)
+            await ds.invoke_startup()
+            return (await ds.client.get(path.replace("papers?", "papers.json?"))).json()["facet_results"]
+        finally:
+            facetpass.count_all = original
+
+    assert second.json()["facet_results"] == asyncio.run(per_facet())
+
+
+def test_a_pass_sure_to_run_out_of_time_is_not_tried(kb_db, monkeypatch):
+    """Once passes have shown their time per row, a page with more matching rows than the time limit allows does not
+    wait for a pass: its facets go to the background at once; smaller pages are still counted on the spot."""
+    from kb.publish import facetpass, make_datasette, plugin
+
+    facetpass._learn("kb", 0.5, 1000, at_least=True)       # 0.5 ms per row: "marrow" (hundreds of rows) is too many
+    assert facetpass._seconds_per_row["kb"] == 0.0005
+    monkeypatch.setattr(facetpass, "LATER_MAX", 0)
+
+    async def visit(path):
+        ds = make_datasette(kb_db)
+        await ds.invoke_startup()
+        plugin._facet_cache.clear()
+        passes = []
+        execute = type(ds.get_database("kb")).execute
+
+        async def counting(self, sql, params=None, *args, **kwargs):
+            if " from (" in sql and " as value" not in sql.split(" from (", 1)[0]:
+                passes.append(sql)
+            return await execute(self, sql, params, *args, **kwargs)
+
+        monkeypatch.setattr(type(ds.get_database("kb")), "execute", counting)
+        page = await ds.client.get(path)
+        monkeypatch.setattr(type(ds.get_database("kb")), "execute", execute)
+        return page, passes
+
+    try:
+        page, passes = asyncio.run(visit("/kb/papers?_search=marrow"))
+        assert passes == [] and "These facets timed out" in page.text
+        page, passes = asyncio.run(visit("/kb/papers?_search=marrow&year=2011"))  # a few rows: under the limit
+        assert len(passes) == 1 and "These facets timed out" not in page.text
+    finally:
+        facetpass._seconds_per_row.clear()

@@ -84,6 +84,28 @@ async def test_repeated_get_is_answered_from_memory(db_path):
     assert cache.size <= cache.max_bytes and cache.stored >= 4
 
 
+async def test_an_incomplete_page_is_never_kept(db_path, monkeypatch):
+    """A page whose facets ran out of time (being counted in the background) is sent with no-store and not cached;
+    once they are counted, the page is cached as usual."""
+    from kb.publish import facetpass, plugin
+
+    ds = await started(db_path, cache_mb=8)
+    plugin._facet_cache.clear()
+    monkeypatch.setattr(facetpass, "LATER_MAX", 0)           # nothing finishes them in the background here
+    monkeypatch.setattr(facetpass, "PASS_SHARE", 0.000001)   # the pass runs out of time at once
+    monkeypatch.setattr(ds, "_settings", dict(ds._settings, facet_time_limit_ms=0.000001))
+    path = "/kb/papers?_search=marrow"
+    for _ in range(2):
+        page = await ds.client.get(path)
+        assert page.status_code == 200 and "facets timed out" in page.text
+        assert page.headers["cache-control"] == "no-store" and "x-kb-cache" not in page.headers
+    monkeypatch.undo()
+    plugin._facet_cache.clear()
+    counted = await ds.client.get(path)
+    assert "facets timed out" not in counted.text and counted.headers["cache-control"] != "no-store"
+    assert (await ds.client.get(path)).headers["x-kb-cache"] == "hit"
+
+
 async def test_off_by_default_and_for_mutable_databases(db_path, tmp_path):
     plain = await started(db_path)
     await plain.client.get("/kb/papers")

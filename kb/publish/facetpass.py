@@ -8,11 +8,20 @@ as the SQL of kb's facet classes (kb.publish.plugin.CachedColumnFacet and ListFa
 (count descending, then value in SQLite's order) and cut-off. Any value that SQL and Python might see differently
 (a BLOB, mixed types in one column, a list column that is not a JSON list of strings) leaves that facet to its
 own SQL query, so the results never differ.
+
+A pass (or a facet) that runs out of time leaves the page with its facets listed as timed out, as Datasette does, and
+is finished in the background (count_later) into the facet cache: the first visit of a very common word at 1M papers
+stays fast and a reload has the counts (the page is marked incomplete, so no cache keeps it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import sqlite3
+import threading
+import time
 from collections import Counter
 from typing import Callable
 
@@ -56,13 +65,128 @@ def list_counts(values) -> list[tuple] | None:
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
 
 
+PASS_SHARE = 0.5        # the pass's time limit, in facet time limits (facet_time_limit_ms): one query for all facets
+LATER_LIMIT_MS = 60_000  # a count that ran out of time is finished in the background within this
+LATER_MAX = 1            # background counts at once per process (each holds one of Datasette's 3 SQL threads)
+_later: dict = {}        # what is being counted in the background -> its task
+_seconds_per_row: dict = {}  # database -> what a pass took per matching row, lately (decides whether to try one)
+
+
+def _learn(database: str, seconds: float, rows, at_least: bool = False):
+    """Remember a pass's time per row; `at_least`: it ran out of time (`seconds`) before the end of its `rows`."""
+    if not isinstance(rows, int) or rows < 1000:         # small passes are mostly fixed costs
+        return
+    rate, old = seconds / rows, _seconds_per_row.get(database)
+    if at_least:
+        _seconds_per_row[database] = max(rate, old or 0)
+    else:
+        _seconds_per_row[database] = rate if old is None else 0.7 * old + 0.3 * rate
+
+
+def _doomed(facet, limit_ms: float) -> bool:
+    """Whether a pass over the page's rows (Datasette gives their count) would surely run out of `limit_ms`, judging
+    by the passes seen so far: then the page does not wait for it and it goes to the background at once."""
+    rate = _seconds_per_row.get(facet.database)
+    return bool(rate and isinstance(facet.row_count, int) and facet.row_count * rate * 1000 > 1.5 * limit_ms)
+
+
+async def execute_long(ds, database: str, sql: str, params, limit_ms: int, background: bool = False) -> list[tuple]:
+    """The rows of `sql`, stopped after `limit_ms` (QueryInterrupted) even when that is longer than the server's
+    sql_time_limit_ms, which caps every Datasette execute(): for counts made once for every visitor (the whole table's
+    facets at start, background counts), never for a query a visitor wrote. With `background`, on kb's own
+    low-priority thread and connection: visitors' queries keep Datasette's threads and most of the CPU."""
+    from datasette import database as datasette_database
+
+    db = ds.get_database(database)
+
+    def run(conn):
+        with datasette_database.sqlite_timelimit(conn, limit_ms):
+            try:
+                return [tuple(r) for r in conn.execute(sql, params or {}).fetchall()]
+            except sqlite3.OperationalError as exc:
+                if "interrupted" in str(exc):
+                    raise QueryInterrupted(exc, sql, params) from None
+                raise
+
+    if not background or ds.executor is None:
+        return await db.execute_fn(run)
+
+    def in_background_thread():
+        conn = _background_connections.get(id(db))
+        if conn is None:
+            conn = _background_connections[id(db)] = db.connect()
+            ds._prepare_connection(conn, database)
+        return run(conn)
+
+    global _background_pool
+    if _background_pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _background_pool = ThreadPoolExecutor(1, thread_name_prefix="kb-facets", initializer=_low_priority)
+    return await asyncio.get_running_loop().run_in_executor(_background_pool, in_background_thread)
+
+
+_background_pool = None
+_background_connections: dict = {}  # used by the one background thread only
+
+
+def _low_priority():
+    """The background thread yields the CPU to the server's other threads (Linux: a thread's own nice value)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):  # pragma: no cover - not Linux, or not allowed: the counts still finish
+        pass
+
+
+def count_later(key, run, request=None) -> bool:
+    """Run `run()` (a coroutine function that counts facets and stores them) in the background, once per `key` at a
+    time and at most LATER_MAX at once; False when it was not started. A page whose facets ran out of time lists them
+    as timed out, and a later visit finds them in the facet cache. With the `request` of that page, the count starts
+    once the page is sent (kb.publish.respcache), not while it is still being made."""
+    if key in _later or len(_later) >= LATER_MAX:
+        return False
+
+    async def task():
+        try:
+            await run()
+        except Exception:  # noqa: BLE001 - out of time again or the server closing: the next visit tries again
+            pass
+        finally:
+            _later.pop(key, None)
+
+    loop = asyncio.get_running_loop()
+    after = request.scope.get("kb.response", {}).get("after") if request is not None else None
+    if after is None:
+        _later[key] = loop.create_task(task())
+    else:
+        started = loop.create_future()
+        after.append(lambda: started.set_result(None) if not started.done() else None)
+        _later[key] = loop.create_task(_after(started, task))   # taken now: no other page starts the same count
+    return True
+
+
+async def _after(started, task):
+    await started
+    await task()
+
+
+def _store_counts(rows, columns, todo, store, size):
+    for kind, column, sql in todo:
+        i = columns.index(column)
+        values = (r[i] for r in rows)
+        counts = column_counts(values) if kind == "column" else list_counts(values)
+        if counts is not None:
+            store(sql, counts[:size])
+
+
 async def count_all(facet, classes: list, time_limit_ms: int, cached: Callable[[str], bool],
                     store: Callable[[str, list], None]) -> bool:
     """Count, with one query, every facet of `classes` (kb's facet classes: a `type`, a `kind` of "column" or
     "list", and facet_sql(col, limit)) that the request asks for and `cached` does not already hold; each result
     goes to store(facet SQL, rows). Returns False, having stored nothing, when fewer than two facets need
-    counting or the query ran out of time (then each facet counts itself, with its own time limit; the pass is not
-    tried again for the same page)."""
+    counting (each then counts itself). When the query runs out of time (PASS_SHARE facet time limits) it raises
+    QueryInterrupted, for this facet and every other one of the page that asks (they would read the same rows), and
+    the pass goes on in the background (count_later) so that the next visit of the page has every facet."""
     configs = load_facet_configs(facet.request, facet.metadata)
     size = facet.get_facet_size() + 1
     todo = []
@@ -74,25 +198,43 @@ async def count_all(facet, classes: list, time_limit_ms: int, cached: Callable[[
                 todo.append((cls.kind, column, sql))
     if len(todo) < 2:
         return False
-    # one attempt per page: every facet of the page asks, and a pass that ran out of time for the first would run
-    # out again for each of the others (8 facets: 8 x 1.6 s at 1M papers for a word in a third of them)
-    tried = facet.request.scope.setdefault("kb.facetpass", set())
+    # one attempt per page: every facet of the page asks (Datasette runs the facet classes side by side), and a pass
+    # that ran out of time for the first would run out again for each of the others: they wait for its outcome
+    tried = facet.request.scope.setdefault("kb.facetpass", {})
     attempt = (facet.database, facet.sql, json.dumps(facet.params, sort_keys=True, default=str))
+    if attempt not in tried and attempt in _later:              # being counted in the background already
+        tried[attempt] = asyncio.get_running_loop().create_future()
+        tried[attempt].set_result("late")
     if attempt in tried:
-        return False
-    tried.add(attempt)
+        outcome = await asyncio.shield(tried[attempt])
+        if outcome == "late":
+            raise QueryInterrupted(None, facet.sql, facet.params)
+        return outcome == "counted"
+    outcome = tried[attempt] = asyncio.get_running_loop().create_future()
     columns = list(dict.fromkeys(column for _, column, _ in todo))
-    select = ", ".join(escape_sqlite(c) for c in columns)
+    sql = f"select {', '.join(escape_sqlite(c) for c in columns)} from ({facet.sql})"
+    ds, database, params = facet.ds, facet.database, facet.params
     try:
-        result = await facet.ds.execute(facet.database, f"select {select} from ({facet.sql})", facet.params,
-                                        truncate=False, custom_time_limit=time_limit_ms * len(todo))
+        if _doomed(facet, time_limit_ms * PASS_SHARE):
+            raise QueryInterrupted(None, sql, params)
+        t = time.perf_counter()
+        result = await ds.execute(database, sql, params, truncate=False, custom_time_limit=time_limit_ms * PASS_SHARE)
+        _learn(database, time.perf_counter() - t, len(result.rows))
     except QueryInterrupted:
-        return False
-    rows = result.rows
-    for kind, column, sql in todo:
-        i = columns.index(column)
-        values = (r[i] for r in rows)
-        counts = column_counts(values) if kind == "column" else list_counts(values)
-        if counts is not None:
-            store(sql, counts[:size])
+        outcome.set_result("late")
+        _learn(database, time_limit_ms * PASS_SHARE / 1000, facet.row_count, at_least=True)
+
+        async def finish():
+            t = time.perf_counter()
+            rows = await execute_long(ds, database, sql, params, LATER_LIMIT_MS, background=True)
+            _learn(database, time.perf_counter() - t, len(rows))
+            _store_counts(rows, columns, todo, store, size)
+
+        count_later(attempt, finish, facet.request)
+        raise
+    except BaseException:
+        outcome.set_result("failed")                     # each facet then counts itself, as Datasette would
+        raise
+    _store_counts(result.rows, columns, todo, store, size)
+    outcome.set_result("counted")
     return True

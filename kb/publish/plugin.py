@@ -673,23 +673,37 @@ class CachedFacetMixin:
         if not db.is_mutable and key in _facet_cache:
             _facet_cache.move_to_end(key)
             return _facet_cache[key]
-        if all_facets and not db.is_mutable:
-            # kb/publish/facetpass.py: one query for every facet of the page (a search is then run once, not per facet)
-            def store(facet_sql, rows):
-                _facet_cache[self._facet_key(db, facet_sql)] = rows
+        if db.is_mutable:
+            result = await self.ds.execute(self.database, sql, self.params, truncate=False, custom_time_limit=limit)
+            return [(r["value"], r["count"]) for r in result.rows]
 
-            if await facetpass.count_all(self, [CachedColumnFacet, ListFacet], limit,
-                                         lambda facet_sql: self._facet_key(db, facet_sql) in _facet_cache, store):
-                while len(_facet_cache) > _CACHE_SIZE:
-                    _facet_cache.popitem(last=False)
-                if key in _facet_cache:
-                    return _facet_cache[key]
-        result = await self.ds.execute(self.database, sql, self.params, truncate=False, custom_time_limit=limit)
-        rows = [(r["value"], r["count"]) for r in result.rows]
-        if not db.is_mutable:
-            _facet_cache[key] = rows
+        def store(facet_sql, rows):
+            _facet_cache[self._facet_key(db, facet_sql)] = rows
             while len(_facet_cache) > _CACHE_SIZE:
                 _facet_cache.popitem(last=False)
+
+        if unfiltered:  # once per process, at start: each facet alone (indexes serve the column facets), unhurried
+            rows = await facetpass.execute_long(self.ds, self.database, sql, self.params, limit)
+            store(sql, rows)
+            return rows
+        # kb/publish/facetpass.py: one query for every facet of the page (a search is then run once, not per facet)
+        if all_facets and await facetpass.count_all(
+                self, [CachedColumnFacet, ListFacet], limit,
+                lambda facet_sql: self._facet_key(db, facet_sql) in _facet_cache, store) and key in _facet_cache:
+            return _facet_cache[key]
+        try:
+            result = await self.ds.execute(self.database, sql, self.params, truncate=False, custom_time_limit=limit)
+        except QueryInterrupted:
+            database, params = self.database, self.params
+
+            async def finish():
+                store(sql, await facetpass.execute_long(self.ds, database, sql, params, facetpass.LATER_LIMIT_MS,
+                                                      background=True))
+
+            facetpass.count_later(key, finish, self.request)
+            raise
+        rows = [(r["value"], r["count"]) for r in result.rows]
+        store(sql, rows)
         return rows
 
     async def suggest(self):
@@ -711,6 +725,8 @@ class CachedFacetMixin:
                 rows = await self.counted_rows(self.facet_sql(escape_sqlite(column), facet_size + 1), all_facets=True)
             except QueryInterrupted:
                 facets_timed_out.append(column)
+                # being counted in the background: this page must not be kept by caches (kb.publish.respcache)
+                self.request.scope.get("kb.response", {})["incomplete"] = True
                 continue
             rows_shown = rows[:facet_size]
             labels = await self.labels(column, [value for value, _ in rows_shown])

@@ -8,6 +8,8 @@ What is cached, and what never is:
 - only GET requests with status 200 answers, when every attached database is immutable;
 - the key is the whole request as far as a page can depend on it: path, query string, Host, scheme and root path
   (absolute URLs in pages are built from them);
+- never an incomplete page (its facets still being counted in the background: kb.publish.facetpass), which is
+  also sent with Cache-Control: no-store so that a reload shows the counts;
 - never a request that carries a Cookie or Authorization header (a page may show who is signed in or embed a
   CSRF token), nor an answer that sets a cookie, nor conditional requests, `?_trace=`, Datasette's own /-/ pages
   (live state: threads, actor, plugins...) other than kb's graph data, nor kb's static files (answered from
@@ -87,6 +89,19 @@ def wrap(app, datasette):
     immutable."""
 
     async def cached_app(scope, receive, send):
+        if scope.get("type") != "http":
+            await app(scope, receive, send)
+            return
+        # a page sets "incomplete" when part of it is still being made, and adds to "after" what starts once it is sent
+        marks = scope["kb.response"] = {"after": []}
+        send = _unless_incomplete(send, marks)
+        try:
+            await _cached_app(scope, receive, send, marks)
+        finally:
+            for start in marks["after"]:
+                start()
+
+    async def _cached_app(scope, receive, send, marks):
         cache = getattr(datasette, "_kb_response_cache", None)
         key = cache_key(scope) if cache is not None and cache.max_bytes else None
         if key is None or not all_immutable(datasette):
@@ -109,7 +124,8 @@ def wrap(app, datasette):
             if message["type"] == "http.response.start":
                 start.update(message)
                 headers = message.get("headers") or []
-                if message.get("status") != 200 or any(n.lower() == b"set-cookie" for n, _ in headers):
+                if (message.get("status") != 200 or marks.get("incomplete")
+                        or any(n.lower() == b"set-cookie" for n, _ in headers)):
                     keep = False
             elif message["type"] == "http.response.body" and keep:
                 body = message.get("body") or b""
@@ -126,6 +142,19 @@ def wrap(app, datasette):
         await app(scope, receive, capture)
 
     return cached_app
+
+
+def _unless_incomplete(send, marks: dict):
+    """`send` that makes an incomplete page (facets still being counted in the background) uncacheable by browsers
+    and proxies too: Cache-Control: no-store instead of Datasette's max-age."""
+
+    async def send_marked(message):
+        if message["type"] == "http.response.start" and marks.get("incomplete"):
+            headers = [(n, v) for n, v in message.get("headers") or [] if n.lower() != b"cache-control"]
+            message = dict(message, headers=headers + [(b"cache-control", b"no-store")])
+        await send(message)
+
+    return send_marked
 
 
 def all_immutable(datasette) -> bool:

@@ -16,7 +16,8 @@ from ..paths import metadata_file
 METADATA_DATABASE = "kb"
 
 # Datasette settings for a class browsing a read-only knowledge base: bounded queries; facets of a filtered
-# table get Datasette's usual 200 ms (those of the whole table are computed once, see kb.publish.plugin); no facet
+# table get Datasette's usual 200 ms (one query for all of a page's facets gets half of it, then the count goes on in
+# the background: kb.publish.facetpass; those of the whole table are computed once, see kb.publish.plugin); no facet
 # suggestions (each costs a query per column per page view).
 SETTINGS = {
     "default_page_size": 50,
