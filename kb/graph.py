@@ -635,11 +635,14 @@ from .store import MEASURE_COLUMNS  # noqa: E402  (the papers columns of compute
 def similarity_rows(ids, measures: dict):
     """paper_similarity rows (paper_a, paper_b, cocitations, coupling) of computed measures, in key order."""
     n = len(ids)
-    keys = measures["pair_keys"]
-    a_idx = (keys // n).tolist() if n else []
-    b_idx = (keys % n).tolist() if n else []
-    return zip((ids[a] for a in a_idx), (ids[b] for b in b_idx), measures["cocitations"].tolist(),
-               measures["coupling"].tolist())
+    keys, cocit, coupl = measures["pair_keys"], measures["cocitations"], measures["coupling"]
+    for lo in range(0, len(keys) if n else 0, ROWS_CHUNK):   # in chunks: lists of 10M Python ints would take ~1 GB
+        chunk = keys[lo:lo + ROWS_CHUNK]
+        yield from zip([ids[a] for a in (chunk // n).tolist()], [ids[b] for b in (chunk % n).tolist()],
+                       cocit[lo:lo + ROWS_CHUNK].tolist(), coupl[lo:lo + ROWS_CHUNK].tolist())
+
+
+ROWS_CHUNK = 100_000
 
 
 def write_similarity_file(path, ids, measures: dict) -> dict:
