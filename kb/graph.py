@@ -537,10 +537,15 @@ def hops(n: int, src, dst, seeds) -> list:
     breadth-first by whole frontiers over a numpy adjacency (CSR)."""
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
-    ends_a, ends_b = np.concatenate([src, dst]), np.concatenate([dst, src])
-    order = np.argsort(ends_a, kind="stable")
-    adj = ends_b[order]
+    m = len(src)
+    kind = np.int32 if n < 2 ** 31 else np.int64      # half the memory of the 2m-long arrays (10M edges: 0.3 GB less)
+    ends_a, ends_b = np.empty(2 * m, dtype=kind), np.empty(2 * m, dtype=kind)
+    ends_a[:m], ends_a[m:], ends_b[:m], ends_b[m:] = src, dst, dst, src
     indptr = np.r_[0, np.cumsum(np.bincount(ends_a, minlength=n))]
+    order = np.argsort(ends_a, kind="stable")
+    del ends_a
+    adj = ends_b[order]
+    del ends_b, order
     dist = np.full(n, -1, dtype=np.int64)
     frontier = np.unique(np.asarray(list(seeds), dtype=np.int64))
     dist[frontier] = 0

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from kb.cli import cli
 from kb.errors import KbError, ParseError
-from kb.records import record_files
+from kb.records import record_files, write_records
 from kb.store import build, stub_key
 
 FIXTURE = Path(__file__).parent / "fixtures" / "build"
@@ -290,12 +290,24 @@ def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch)
     assert [p.name for p in tmp_path.iterdir()] == ["kb.db"]
 
 
-def test_packed_record_round_trips():
-    from kb.store import _Packed, _record
+def _varied_records(n):
+    words = "marrow leukemia imaging children lymphoma relapse cohort biopsy signal therapy".split()
+    return [{"type": "paper", "pmid": str(1000 + i), "title": " ".join(words[(i * k) % 10] for k in range(1, 9)),
+             "abstract": " ".join(words[(i + k * k) % 10] + str(k % (i + 2)) for k in range(60)), "year": 1990 + i % 30,
+             "mesh": [{"name": words[i % 10].title(), "ui": f"D{i % 97:06d}", "major": i % 2 == 0}]}
+            for i in range(n)]
 
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd+dictionary"])
+def test_packed_record_round_trips(codec):
+    from kb.store import _Codec, _Packed, _record
+
+    trained = _Codec.trained([_Packed.pickled(r) for r in _varied_records(1000)])
+    used = trained if codec == "zstd+dictionary" else _Packed.__init__.__defaults__[0]
+    assert used.name == codec
     rec = {"type": "paper", "pmid": "1", "doi": "10.1/x", "title": "T", "mesh": [{"name": "Leukemia", "ui": "D1"}],
            "references": [("Ref 1", "2", None)], "provenance": {"source": "pubmed"}, "year": 2001}
-    packed = _Packed(dict(rec, id="old"))
+    packed = _Packed(dict(rec, id="old"), used)
     assert packed.get("doi") == "10.1/x" and packed.get("title") == "T" and packed.get("absent", 0) == 0
     assert packed.get("pmcid", 0) == 0 and packed.get("id") == "old"   # absent beside; in the pickled part
     packed["id"] = "pmid:1"                           # the merge's marks, in slots
@@ -320,7 +332,46 @@ def test_packed_records_build_the_same_database(tmp_path, monkeypatch, concepts,
     monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
     seen = []
     real = kb.store._Packed.__init__
-    monkeypatch.setattr(kb.store._Packed, "__init__", lambda self, record: seen.append(1) or real(self, record))
+    monkeypatch.setattr(kb.store._Packed, "__init__",
+                        lambda self, record, codec=kb.store._LZ4: seen.append(codec.name) or real(self, record, codec))
     build(record_files(FIXTURE), packed, lexicon_path=concepts, seeds=seeds)
     assert seen
     assert dump(packed) == dump(plain)
+
+
+def test_packed_records_with_a_trained_codec_build_the_same_database(tmp_path, monkeypatch):
+    """A large build trains zstd on its first records and packs them all with it (forced here: 1,000 records)."""
+    import kb.store
+
+    path = tmp_path / "records" / "papers.jsonl"
+    write_records(path, _varied_records(1200))
+    plain, packed = tmp_path / "plain.db", tmp_path / "packed.db"
+    build([path], plain)
+    monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
+    seen = []
+    real = kb.store._Packed.__init__
+    monkeypatch.setattr(kb.store._Packed, "__init__",
+                        lambda self, record, codec=kb.store._LZ4: seen.append(codec.name) or real(self, record, codec))
+    build([path], packed)
+    assert seen == ["zstd+dictionary"] * 1200
+    assert dump(packed) == dump(plain)
+
+
+def test_a_failed_helper_process_is_one_line(tmp_path, monkeypatch):
+    """When the process making the full-text index fails, the build stops with its reason in one line, removes its
+    files and keeps the old database."""
+    import kb.store
+
+    target = tmp_path / "kb.db"
+    build(record_files(FIXTURE), target)
+    before = dump(target)
+    monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
+    real = kb.store._FtsWorker.__init__
+    monkeypatch.setattr(kb.store._FtsWorker, "__init__",
+                        lambda self, path: real(self, path.parent / "no such folder" / path.name))
+    with pytest.raises(KbError) as failed:
+        build(record_files(FIXTURE), target)
+    assert str(failed.value).startswith("full-text index: OperationalError: unable to open database file")
+    assert "\n" not in str(failed.value)
+    assert dump(target) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kb.db.state", "kb.db"]
