@@ -22,6 +22,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections import Counter
 from typing import Callable
 
@@ -67,7 +68,7 @@ def list_counts(values) -> list[tuple] | None:
 
 PASS_SHARE = 0.5        # the pass's time limit, in facet time limits (facet_time_limit_ms): one query for all facets
 LATER_LIMIT_MS = 60_000  # a count that ran out of time is finished in the background within this
-LATER_MAX = 1            # background counts at once per process (each holds one of Datasette's 3 SQL threads)
+LATER_MAX = 1            # background counts at once per process (on one thread of kb's own, see execute_long)
 _later: dict = {}        # what is being counted in the background -> its task
 _seconds_per_row: dict = {}  # database -> what a pass took per matching row, lately (decides whether to try one)
 
@@ -112,9 +113,9 @@ async def execute_long(ds, database: str, sql: str, params, limit_ms: int, backg
         return await db.execute_fn(run)
 
     def in_background_thread():
-        conn = _background_connections.get(id(db))
+        conn = _background_connections.get(db)
         if conn is None:
-            conn = _background_connections[id(db)] = db.connect()
+            conn = _background_connections[db] = db.connect()
             ds._prepare_connection(conn, database)
         return run(conn)
 
@@ -127,7 +128,7 @@ async def execute_long(ds, database: str, sql: str, params, limit_ms: int, backg
 
 
 _background_pool = None
-_background_connections: dict = {}  # used by the one background thread only
+_background_connections = weakref.WeakKeyDictionary()  # Datasette database -> connection of the background thread
 
 
 def _low_priority():
