@@ -86,7 +86,8 @@ def cache_key(scope) -> tuple | None:
 def wrap(app, datasette):
     """ASGI middleware: answer cacheable GETs from the instance's cache (`datasette._kb_response_cache`, looked up per
     request: Datasette builds its internal client's app before kb.publish.serve sets it) while every database is
-    immutable."""
+    immutable. Every HTTP request gets scope["kb.response"]: a page marks itself "incomplete" there (sent with
+    no-store, never cached) and lists under "after" what is to start once it has been sent."""
 
     async def cached_app(scope, receive, send):
         if scope.get("type") != "http":
