@@ -12,7 +12,8 @@ With --keep DIR, records already generated in DIR/records are reused (same recor
 builds with another source tree's kb (a git worktree of the previous code), for before/after runs.
 Prints each phase, the wall time, the CPU time of the build process and of its helper process (the graph
 measures run in a spawned second process on large graphs), their peak memory (max RSS of each), and the peak
-of their sum (the whole process tree's resident memory, sampled every 0.05 s).
+of their sum (the whole process tree's resident memory, sampled every 0.05 s; each new peak measured again as the
+processes' proportional set sizes, so that pages two processes share are counted once).
 """
 
 from __future__ import annotations
@@ -136,14 +137,17 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
 
-def _tree_rss_kb(pid: int, each: list | None = None) -> int:
-    """Resident memory (kB) of a process and all its descendants, now (Linux /proc); each process's in `each`."""
+def _tree_rss_kb(pid: int, each: list | None = None, proportional: bool = False) -> int:
+    """Resident memory (kB) of a process and all its descendants, now (Linux /proc); each process's in `each`.
+    `proportional`: each process's share of the pages it shares (Pss: shared pages counted once in the sum; a child
+    between its fork and its exec otherwise shows all of its parent's memory as its own)."""
     total, todo = 0, [pid]
     while todo:
         p = todo.pop()
         try:
-            with open(f"/proc/{p}/status") as fh:
-                rss = next((int(line.split()[1]) for line in fh if line.startswith("VmRSS:")), 0)
+            name, field = (f"/proc/{p}/smaps_rollup", "Pss:") if proportional else (f"/proc/{p}/status", "VmRSS:")
+            with open(name) as fh:
+                rss = next((int(line.split()[1]) for line in fh if line.startswith(field)), 0)
             total += rss
             if each is not None:
                 each.append(rss)
@@ -161,8 +165,11 @@ def _sample_peak(pid: int, out: dict, every: float = 0.05, timeline: float = 0):
     while out.get("running", True):
         each: list = []
         now = _tree_rss_kb(pid, each)
-        if now > out.get("peak", 0):
-            out["peak"], out["each"], out["at"] = now, each, time.perf_counter() - t0
+        if now > out.get("peak", 0):            # a peak candidate (resident >= proportional): measured again by Pss
+            each = []
+            now = _tree_rss_kb(pid, each, proportional=True) or now
+            if now > out.get("peak", 0):
+                out["peak"], out["each"], out["at"] = now, each, time.perf_counter() - t0
         if timeline and time.perf_counter() - last >= timeline:
             last = time.perf_counter()
             print(f"    [memory at {last - t0:5.0f} s: {' + '.join(f'{kb / 1024 ** 2:.2f}' for kb in each)} GiB]",
@@ -205,7 +212,8 @@ def run_build(data: Path, db: Path, code: Path = ROOT, timeline: float = 0) -> d
                 print(f"{phase:<12} {tm[phase]:8.1f}")
         print(f"CPU: build process {summary['cpu']:.1f} s, graph helper process {summary['cpu_children']:.1f} s")
         print(f"peak memory (max RSS): build process {summary['maxrss_kb'] / 1024 / 1024:.2f} GiB, "
-              f"graph helper {summary['maxrss_children_kb'] / 1024 / 1024:.2f} GiB; all processes at once "
+              f"helpers {summary['maxrss_children_kb'] / 1024 / 1024:.2f} GiB (a spawned child's max RSS counts its "
+              f"parent's pages until its exec); all processes at once "
               f"{summary['peak_tree_kb'] / 1024 / 1024:.2f} GiB (sampled every 0.05 s; at {summary['peak_at'] or 0:.0f} s: "
               f"{' + '.join(map(str, summary['peak_each_gib']))} GiB, build process first)")
         print(f"target: total <= 40 s ({tm['total'] / 40:.2f} of budget), memory < 2 GiB, all processes "
