@@ -290,14 +290,16 @@ def merge_pairs(*results) -> tuple:
     results = [r for r in results if len(r[0])]
     if not results:
         return empty, empty, empty
-    keys = np.concatenate([r[0] for r in results]) if len(results) > 1 else results[0][0]
+
+    def joined(i):                            # no copy of a single result's arrays
+        return np.concatenate([r[i] for r in results]) if len(results) > 1 else results[0][i]
+
+    keys = joined(0)
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     first = np.r_[True, keys[1:] != keys[:-1]]
-    keys = keys[first]
     order = order[first]                      # the first of each pair's copies, in key order
-    return (keys, np.concatenate([r[1] for r in results])[order] if len(results) > 1 else results[0][1][order],
-            np.concatenate([r[2] for r in results])[order] if len(results) > 1 else results[0][2][order])
+    return keys[first], joined(1)[order], joined(2)[order]
 
 
 def _sorted_unique(values) -> np.ndarray:

@@ -144,8 +144,12 @@ def count_later(key, run, request=None) -> bool:
     time and at most LATER_MAX at once; False when it was not started. A page whose facets ran out of time lists them
     as timed out, and a later visit finds them in the facet cache. With the `request` of that page, the count starts
     once the page is sent (kb.publish.respcache), not while it is still being made."""
-    if key in _later or len(_later) >= LATER_MAX:
+    if key in _later:
+        _counting(request)
         return False
+    if len(_later) >= LATER_MAX:
+        return False
+    _counting(request)
 
     async def task():
         try:
@@ -164,6 +168,12 @@ def count_later(key, run, request=None) -> bool:
         after.append(lambda: started.set_result(None) if not started.done() else None)
         _later[key] = loop.create_task(_after(started, task))   # taken now: no other page starts the same count
     return True
+
+
+def _counting(request):
+    """Tell the page (its template) that its facets are being counted in the background."""
+    if request is not None:
+        request.scope.get("kb.response", {})["counting"] = True
 
 
 async def _after(started, task):
@@ -206,6 +216,7 @@ async def count_all(facet, classes: list, time_limit_ms: int, cached: Callable[[
     if attempt not in tried and attempt in _later:              # being counted in the background already
         tried[attempt] = asyncio.get_running_loop().create_future()
         tried[attempt].set_result("late")
+        _counting(facet.request)
     if attempt in tried:
         outcome = await asyncio.shield(tried[attempt])
         if outcome == "late":
