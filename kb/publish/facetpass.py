@@ -139,11 +139,12 @@ def _low_priority():
         pass
 
 
-def count_later(key, run, request=None) -> bool:
-    """Run `run()` (a coroutine function that counts facets and stores them) in the background, once per `key` at a
-    time and at most LATER_MAX at once; False when it was not started. A page whose facets ran out of time lists them
-    as timed out, and a later visit finds them in the facet cache. With the `request` of that page, the count starts
-    once the page is sent (kb.publish.respcache), not while it is still being made."""
+def count_later(key, ds, database: str, sql: str, params, then: Callable[[list, float], None], request=None) -> bool:
+    """Run a count that ran out of time (`sql`) in the background (execute_long: LATER_LIMIT_MS, kb's own thread) and
+    give its rows and seconds to then(rows, seconds), which stores them; once per `key` at a time and at most LATER_MAX
+    at once; False when it was not started. A page whose facets ran out of time lists them as timed out, and a later
+    visit finds them in the facet cache. With the `request` of that page, the count starts once the page is sent
+    (kb.publish.respcache), not while it is still being made."""
     if key in _later:
         _counting(request)
         return False
@@ -153,7 +154,9 @@ def count_later(key, run, request=None) -> bool:
 
     async def task():
         try:
-            await run()
+            t = time.perf_counter()
+            rows = await execute_long(ds, database, sql, params, LATER_LIMIT_MS, background=True)
+            then(rows, time.perf_counter() - t)
         except Exception:  # noqa: BLE001 - out of time again or the server closing: the next visit tries again
             pass
         finally:
@@ -236,13 +239,11 @@ async def count_all(facet, classes: list, time_limit_ms: int, cached: Callable[[
         outcome.set_result("late")
         _learn(database, time_limit_ms * PASS_SHARE / 1000, facet.row_count, at_least=True)
 
-        async def finish():
-            t = time.perf_counter()
-            rows = await execute_long(ds, database, sql, params, LATER_LIMIT_MS, background=True)
-            _learn(database, time.perf_counter() - t, len(rows))
+        def then(rows, seconds):
+            _learn(database, seconds, len(rows))
             _store_counts(rows, columns, todo, store, size)
 
-        count_later(attempt, finish, facet.request)
+        count_later(attempt, ds, database, sql, params, then, facet.request)
         raise
     except BaseException:
         outcome.set_result("failed")                     # each facet then counts itself, as Datasette would

@@ -694,13 +694,8 @@ class CachedFacetMixin:
         try:
             result = await self.ds.execute(self.database, sql, self.params, truncate=False, custom_time_limit=limit)
         except QueryInterrupted:
-            database, params = self.database, self.params
-
-            async def finish():
-                store(sql, await facetpass.execute_long(self.ds, database, sql, params, facetpass.LATER_LIMIT_MS,
-                                                      background=True))
-
-            facetpass.count_later(key, finish, self.request)
+            facetpass.count_later(key, self.ds, self.database, sql, self.params,
+                                  lambda rows, _seconds: store(sql, rows), self.request)
             raise
         rows = [(r["value"], r["count"]) for r in result.rows]
         store(sql, rows)
