@@ -49,6 +49,32 @@ def test_counts_equal_the_sql_of_each_facet(kb_db, sql, params):
         assert list_counts(r[i] for r in rows) == expected, col
 
 
+@pytest.mark.parametrize("sql,params", FILTERS[1:3])
+def test_background_counts_by_sqlite_equal_the_sql_of_each_facet(kb_db, sql, params):
+    """counts_over_pass (a background pass: the facet columns in a temporary table, each facet's SQL over it) gives
+    what each facet's SQL over the filtered table gives; out of time, it leaves no table behind."""
+    from types import SimpleNamespace
+
+    from kb.publish.facetpass import PASS_TABLE, _PASS_ROWS, counts_over_pass
+    from kb.publish.plugin import CachedColumnFacet, ListFacet
+
+    conn = sqlite3.connect(f"file:{kb_db}?mode=ro&immutable=1", uri=True)   # as served: read-only
+    page = SimpleNamespace(sql=sql)
+    queries = [(cls.facet_sql(page, col, 21), cls.facet_sql(_PASS_ROWS, col, 21))
+               for cls, cols in ((CachedColumnFacet, COLUMN_FACETS), (ListFacet, LIST_FACETS)) for col in cols]
+    work = counts_over_pass(f"select {', '.join(COLUMN_FACETS + LIST_FACETS)} from ({sql})", params, queries)
+    counts = work(conn)
+    assert len(counts) == 8 and any(rows for _, rows in counts)
+    for facet_sql, got in counts:
+        assert got == [tuple(r) for r in conn.execute(facet_sql, params)], facet_sql
+    steps = iter(range(60))      # out of time while the rows go into the table (~500 SQLite steps after the start)
+    conn.set_progress_handler(lambda: next(steps, None) is None, 10)
+    with pytest.raises(sqlite3.OperationalError, match="interrupted"):
+        work(conn)
+    assert not conn.execute("select name from temp.sqlite_master where name = ?", (PASS_TABLE,)).fetchall()
+    assert work(conn) == counts                                         # and the connection counts again
+
+
 def test_ties_are_ordered_like_sqlite():
     conn = sqlite3.connect(":memory:")
     conn.execute("create table t (v, l)")
@@ -130,12 +156,12 @@ def test_a_pass_out_of_time_is_finished_in_the_background(kb_db, monkeypatch):
                 raise QueryInterrupted(None, sql, params)
             return await execute(self, sql, params, *args, **kwargs)
 
-        async def long(ds, database, sql, params, limit_ms, **options):
-            later.append((limit_ms, options))
-            return await execute_long(ds, database, sql, params, limit_ms, **options)
+        async def long(ds, database, work, limit_ms, background=False):
+            later.append((limit_ms, background))
+            return await run_long(ds, database, work, limit_ms, background)
 
-        execute_long = facetpass.execute_long
-        monkeypatch.setattr(facetpass, "execute_long", long)
+        run_long = facetpass.run_long
+        monkeypatch.setattr(facetpass, "run_long", long)
 
         monkeypatch.setattr(type(db), "execute", slow_pass)
         first = await ds.client.get(path + "&_extra=facet_results")
@@ -147,7 +173,7 @@ def test_a_pass_out_of_time_is_finished_in_the_background(kb_db, monkeypatch):
     assert first.status_code == 200 and "being counted in the background" in first.text
     assert first.headers["cache-control"] == "no-store"
     assert "These facets timed out: year, journal_id" in first.text
-    assert len(passes) == 1 and later == [(facetpass.LATER_LIMIT_MS, {"background": True})]   # no facet tried on its own; one background pass
+    assert len(passes) == 1 and later == [(facetpass.LATER_LIMIT_MS, True)]   # no facet tried on its own; one background pass
     assert len(second.json()["facet_results"]) == 8
     assert "no-store" not in second.headers.get("cache-control", "")
 
@@ -202,5 +228,62 @@ def test_a_pass_sure_to_run_out_of_time_is_not_tried(kb_db, monkeypatch):
         assert passes == [] and "These facets timed out" in page.text
         page, passes = asyncio.run(visit("/kb/papers?_search=marrow&year=2011"))  # a few rows: under the limit
         assert len(passes) == 1 and "These facets timed out" not in page.text
+    finally:
+        facetpass._seconds_per_row.clear()
+
+
+def test_a_pass_that_ran_out_of_time_is_not_tried_again(kb_db, monkeypatch):
+    """A page whose pass ran out of time, and whose background count has not finished it (the one slot busy), does not
+    wait for a pass again on the next visit: its facets go to the background at once."""
+    from datasette.database import QueryInterrupted
+
+    from kb.publish import facetpass, make_datasette, plugin
+
+    monkeypatch.setattr(facetpass, "LATER_MAX", 0)           # the background slot taken
+    passes = []
+
+    async def visits():
+        ds = make_datasette(kb_db)
+        await ds.invoke_startup()
+        plugin._facet_cache.clear()
+        db = ds.get_database("kb")
+        execute = type(db).execute
+
+        async def slow_pass(self, sql, params=None, *args, **kwargs):
+            if " from (" in sql and " as value" not in sql.split(" from (", 1)[0]:
+                passes.append(sql)
+                raise QueryInterrupted(None, sql, params)
+            return await execute(self, sql, params, *args, **kwargs)
+
+        monkeypatch.setattr(type(db), "execute", slow_pass)
+        return [await ds.client.get("/kb/papers?_search=marrow") for _ in range(3)]
+
+    try:
+        pages = asyncio.run(visits())
+    finally:
+        facetpass._seconds_per_row.clear()
+    assert all("These facets timed out" in page.text for page in pages)
+    assert len(passes) == 1
+
+
+def test_calibrate_learns_a_time_per_row_before_any_search(kb_db, monkeypatch):
+    """kb serve's warm-up times a pass over rows spread through a large table, so the first search of a common word
+    is judged by it; small tables are left to learn from their own passes."""
+    from kb.publish import facetpass, make_datasette
+
+    async def calibrated():
+        ds = make_datasette(kb_db)
+        await ds.invoke_startup()
+        return await facetpass.calibrate(ds, "kb")
+
+    facetpass._seconds_per_row.clear()
+    try:
+        assert asyncio.run(calibrated()) is None and "kb" not in facetpass._seconds_per_row   # 400 papers: too few
+        monkeypatch.setattr(facetpass, "CALIBRATION_MIN", 100)
+        monkeypatch.setattr(facetpass, "CALIBRATION_ROWS", 1000)
+        monkeypatch.setattr(facetpass, "_learn", lambda database, seconds, rows, at_least=False:
+                            facetpass._seconds_per_row.__setitem__(database, (seconds, rows)))
+        seconds, rows = asyncio.run(calibrated())
+        assert rows == 200 and 0 < seconds < 5                 # every 2nd of 400 rows: the step is at least 2
     finally:
         facetpass._seconds_per_row.clear()

@@ -11,7 +11,10 @@ own SQL query, so the results never differ.
 
 A pass (or a facet) that runs out of time leaves the page with its facets listed as timed out, as Datasette does, and
 is finished in the background (count_later) into the facet cache: the first visit of a very common word at 1M papers
-stays fast and a reload has the counts (the page is marked incomplete, so no cache keeps it).
+stays fast and a reload has the counts (the page is marked incomplete, so no cache keeps it). A background pass is
+counted by SQLite, not Python (counts_over_pass): the matching rows' facet columns go to a temporary table and each
+facet's own SQL runs over it, so the counting thread holds no lock the server's threads need (Python's) while
+visitors are being served, and its results are by construction those of the facet SQL.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections import Counter
+from collections import Counter, OrderedDict
+from types import SimpleNamespace
 from typing import Callable
 
 from datasette.database import QueryInterrupted
@@ -84,11 +88,57 @@ def _learn(database: str, seconds: float, rows, at_least: bool = False):
         _seconds_per_row[database] = rate if old is None else 0.7 * old + 0.3 * rate
 
 
-def _doomed(facet, limit_ms: float) -> bool:
-    """Whether a pass over the page's rows (Datasette gives their count) would surely run out of `limit_ms`, judging
-    by the passes seen so far: then the page does not wait for it and it goes to the background at once."""
+def _doomed(facet, limit_ms: float, attempt=None) -> bool:
+    """Whether a pass over the page's rows (Datasette gives their count) would run out of `limit_ms`, judging by the
+    passes seen so far (and calibrate()), or ran out of time for this very `attempt` before: then the page does not
+    wait for it and it goes to the background at once."""
+    if attempt is not None and attempt in _out_of_time:
+        return True
     rate = _seconds_per_row.get(facet.database)
-    return bool(rate and isinstance(facet.row_count, int) and facet.row_count * rate * 1000 > 1.5 * limit_ms)
+    return bool(rate and isinstance(facet.row_count, int) and facet.row_count * rate * 1000 > limit_ms)
+
+
+OUT_OF_TIME_KEPT = 1000             # passes remembered as out of time (a visitor's reload does not wait again)
+_out_of_time: "OrderedDict[tuple, bool]" = OrderedDict()
+
+
+def _ran_out(attempt):
+    _out_of_time[attempt] = True
+    _out_of_time.move_to_end(attempt)
+    while len(_out_of_time) > OUT_OF_TIME_KEPT:
+        _out_of_time.popitem(last=False)
+
+
+CALIBRATION_ROWS = 20_000   # rows of the pass calibrate() times (~0.1 s at 1M papers)
+CALIBRATION_MIN = 50_000    # tables smaller than this are not calibrated: their passes mostly finish in time
+
+
+async def calibrate(ds, database: str, table: str = "papers") -> float | None:
+    """Time a pass over rows spread evenly through a large immutable table, as a search's matches are, and learn its
+    time per row (before any visitor's pass has shown it): the first searches of a common word are then sent to the
+    background at once instead of each waiting for a pass that cannot finish. Returns the seconds per row learned."""
+    db = ds.get_database(database)
+    if db.is_mutable:
+        return None
+    columns = []
+    for facet in ds.metadata("facets", database=database, table=table) or []:
+        for column in facet.values() if isinstance(facet, dict) else [facet]:
+            if isinstance(column, str) and column not in columns:
+                columns.append(column)
+    total = (await db.execute(f"select max(rowid) from {escape_sqlite(table)}")).rows[0][0] or 0
+    if not columns or total < CALIBRATION_MIN:
+        return None
+    step = max(2, total // CALIBRATION_ROWS)
+    sql = (f"with recursive picked(r) as (select 1 union all select r + {step} from picked where r + {step} <= {total}) "
+           f"select {', '.join(escape_sqlite(c) for c in columns)} from {escape_sqlite(table)} "
+           f"where rowid in (select r from picked)")
+    t = time.perf_counter()
+    try:
+        result = await ds.execute(database, sql, truncate=False)
+    except QueryInterrupted:
+        return None
+    _learn(database, time.perf_counter() - t, len(result.rows))
+    return _seconds_per_row.get(database)
 
 
 async def execute_long(ds, database: str, sql: str, params, limit_ms: int, background: bool = False) -> list[tuple]:
@@ -96,6 +146,20 @@ async def execute_long(ds, database: str, sql: str, params, limit_ms: int, backg
     sql_time_limit_ms, which caps every Datasette execute(): for counts made once for every visitor (the whole table's
     facets at start, background counts), never for a query a visitor wrote. With `background`, on kb's own
     low-priority thread and connection: visitors' queries keep Datasette's threads and most of the CPU."""
+    try:
+        return await run_long(ds, database, fetch(sql, params), limit_ms, background)
+    except QueryInterrupted as exc:
+        raise QueryInterrupted(exc.e, sql, params) from None
+
+
+def fetch(sql: str, params) -> Callable:
+    """work for run_long: the rows of `sql` as tuples."""
+    return lambda conn: [tuple(r) for r in conn.execute(sql, params or {}).fetchall()]
+
+
+async def run_long(ds, database: str, work: Callable, limit_ms: int, background: bool = False):
+    """work(connection) on one of the database's connections, stopped after `limit_ms` (QueryInterrupted); see
+    execute_long."""
     from datasette import database as datasette_database
 
     db = ds.get_database(database)
@@ -103,10 +167,10 @@ async def execute_long(ds, database: str, sql: str, params, limit_ms: int, backg
     def run(conn):
         with datasette_database.sqlite_timelimit(conn, limit_ms):
             try:
-                return [tuple(r) for r in conn.execute(sql, params or {}).fetchall()]
+                return work(conn)
             except sqlite3.OperationalError as exc:
                 if "interrupted" in str(exc):
-                    raise QueryInterrupted(exc, sql, params) from None
+                    raise QueryInterrupted(exc, "", None) from None
                 raise
 
     if not background or ds.executor is None:
@@ -117,6 +181,7 @@ async def execute_long(ds, database: str, sql: str, params, limit_ms: int, backg
         if conn is None:
             conn = _background_connections[db] = db.connect()
             ds._prepare_connection(conn, database)
+            conn.execute("PRAGMA temp_store = MEMORY")   # counts_over_pass' table: small, and gone after each count
         return run(conn)
 
     global _background_pool
@@ -125,6 +190,27 @@ async def execute_long(ds, database: str, sql: str, params, limit_ms: int, backg
 
         _background_pool = ThreadPoolExecutor(1, thread_name_prefix="kb-facets", initializer=_low_priority)
     return await asyncio.get_running_loop().run_in_executor(_background_pool, in_background_thread)
+
+
+PASS_TABLE = "kb_pass"   # the temporary table of counts_over_pass (per connection: only the background one uses it)
+
+
+def counts_over_pass(sql: str, params, queries: list[tuple]) -> Callable:
+    """work for run_long: the facet columns of every matching row (`sql`) put in a temporary table, then each facet
+    query of `queries` ((key, SQL over the table)) run over it; returns [(key, rows)]. Every count is SQLite's: a
+    background count of hundreds of thousands of rows never builds them as Python objects (each made while holding
+    the lock every server thread needs to run Python)."""
+
+    def work(conn):
+        conn.execute(f"drop table if exists temp.{PASS_TABLE}")
+        try:
+            conn.execute(f"create temp table {PASS_TABLE} as {sql}", params or {})
+            return [(key, [tuple(r) for r in conn.execute(query).fetchall()]) for key, query in queries]
+        finally:
+            conn.set_progress_handler(None, 0)     # out of time: the drop must not be interrupted as well
+            conn.execute(f"drop table if exists temp.{PASS_TABLE}")
+
+    return work
 
 
 _background_pool = None
@@ -139,12 +225,12 @@ def _low_priority():
         pass
 
 
-def count_later(key, ds, database: str, sql: str, params, then: Callable[[list, float], None], request=None) -> bool:
-    """Run a count that ran out of time (`sql`) in the background (execute_long: LATER_LIMIT_MS, kb's own thread) and
-    give its rows and seconds to then(rows, seconds), which stores them; once per `key` at a time and at most LATER_MAX
-    at once; False when it was not started. A page whose facets ran out of time lists them as timed out, and a later
-    visit finds them in the facet cache. With the `request` of that page, the count starts once the page is sent
-    (kb.publish.respcache), not while it is still being made."""
+def count_later(key, ds, database: str, work: Callable, then: Callable, request=None) -> bool:
+    """Finish a count that ran out of time in the background: work(connection) on kb's own thread (run_long,
+    LATER_LIMIT_MS), then then(its result) on the server's loop, which stores the counts; once per `key` at a time and
+    at most LATER_MAX at once; False when it was not started. A page whose facets ran out of time lists them as timed
+    out, and a later visit finds them in the facet cache. With the `request` of that page, the count starts once the
+    page is sent (kb.publish.respcache), not while it is still being made."""
     if key in _later:
         _counting(request)
         return False
@@ -154,9 +240,7 @@ def count_later(key, ds, database: str, sql: str, params, then: Callable[[list, 
 
     async def task():
         try:
-            t = time.perf_counter()
-            rows = await execute_long(ds, database, sql, params, LATER_LIMIT_MS, background=True)
-            then(rows, time.perf_counter() - t)
+            then(await run_long(ds, database, work, LATER_LIMIT_MS, background=True))
         except Exception:  # noqa: BLE001 - out of time again or the server closing: the next visit tries again
             pass
         finally:
@@ -184,6 +268,10 @@ async def _after(started, task):
     await task()
 
 
+# what a facet class's facet_sql reads as `self.sql` to count over counts_over_pass' table
+_PASS_ROWS = SimpleNamespace(sql=f"select * from temp.{PASS_TABLE}")
+
+
 def _store_counts(rows, columns, todo, store, size):
     for kind, column, sql in todo:
         i = columns.index(column)
@@ -203,19 +291,21 @@ async def count_all(facet, classes: list, time_limit_ms: int, cached: Callable[[
     the pass goes on in the background (count_later) so that the next visit of the page has every facet."""
     configs = load_facet_configs(facet.request, facet.metadata)
     size = facet.get_facet_size() + 1
-    todo = []
+    todo, over_pass = [], []
     for cls in classes:
         for config in configs.get(cls.type) or []:
             column = config["config"].get("column") or config["config"]["simple"]
             sql = cls.facet_sql(facet, escape_sqlite(column), size)
             if not cached(sql):
                 todo.append((cls.kind, column, sql))
+                over_pass.append((sql, cls.facet_sql(_PASS_ROWS, escape_sqlite(column), size)))
     if len(todo) < 2:
         return False
     # one attempt per page: every facet of the page asks (Datasette runs the facet classes side by side), and a pass
     # that ran out of time for the first would run out again for each of the others: they wait for its outcome
     tried = facet.request.scope.setdefault("kb.facetpass", {})
-    attempt = (facet.database, facet.sql, json.dumps(facet.params, sort_keys=True, default=str))
+    attempt = (id(facet.ds.get_database(facet.database)), facet.database, facet.sql,
+               json.dumps(facet.params, sort_keys=True, default=str))
     if attempt not in tried and attempt in _later:              # being counted in the background already
         tried[attempt] = asyncio.get_running_loop().create_future()
         tried[attempt].set_result("late")
@@ -230,7 +320,7 @@ async def count_all(facet, classes: list, time_limit_ms: int, cached: Callable[[
     sql = f"select {', '.join(escape_sqlite(c) for c in columns)} from ({facet.sql})"
     ds, database, params = facet.ds, facet.database, facet.params
     try:
-        if _doomed(facet, time_limit_ms * PASS_SHARE):
+        if _doomed(facet, time_limit_ms * PASS_SHARE, attempt):
             raise QueryInterrupted(None, sql, params)
         t = time.perf_counter()
         result = await ds.execute(database, sql, params, truncate=False, custom_time_limit=time_limit_ms * PASS_SHARE)
@@ -238,12 +328,13 @@ async def count_all(facet, classes: list, time_limit_ms: int, cached: Callable[[
     except QueryInterrupted:
         outcome.set_result("late")
         _learn(database, time_limit_ms * PASS_SHARE / 1000, facet.row_count, at_least=True)
+        _ran_out(attempt)
 
-        def then(rows, seconds):
-            _learn(database, seconds, len(rows))
-            _store_counts(rows, columns, todo, store, size)
+        def then(counts):     # (no time per row learned: SQLite alone counts faster than a pass reads rows)
+            for facet_sql, facet_rows in counts:
+                store(facet_sql, facet_rows)
 
-        count_later(attempt, ds, database, sql, params, then, facet.request)
+        count_later(attempt, ds, database, counts_over_pass(sql, params, over_pass), then, facet.request)
         raise
     except BaseException:
         outcome.set_result("failed")                     # each facet then counts itself, as Datasette would

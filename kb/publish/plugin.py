@@ -694,8 +694,8 @@ class CachedFacetMixin:
         try:
             result = await self.ds.execute(self.database, sql, self.params, truncate=False, custom_time_limit=limit)
         except QueryInterrupted:
-            facetpass.count_later(key, self.ds, self.database, sql, self.params,
-                                  lambda rows, _seconds: store(sql, rows), self.request)
+            facetpass.count_later(key, self.ds, self.database, facetpass.fetch(sql, self.params),
+                                  lambda rows: store(sql, rows), self.request)
             raise
         rows = [(r["value"], r["count"]) for r in result.rows]
         store(sql, rows)

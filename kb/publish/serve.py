@@ -11,6 +11,7 @@ import yaml
 
 from ..errors import KbError
 from ..paths import metadata_file
+from . import facetpass
 
 # The database name metadata.yml is written for; another file name is mapped onto it.
 METADATA_DATABASE = "kb"
@@ -170,6 +171,7 @@ async def warm_up(ds) -> list[tuple[str, int]]:
                  "/-/kb/citations.json"):  # the citation graph page's default view: seconds at 100,000 papers
         response = await ds.client.get(path)
         statuses.append((path, response.status_code))
+    await facetpass.calibrate(ds, name)   # a search's facets: how long a pass takes per matching paper
     return statuses
 
 
