@@ -581,6 +581,10 @@ async def test_plugin_pages_render(ds):
     page = (await ds.client.get("/-/kb/citations?year_min=2000&concept=mri")).text
     assert 'data-src="/-/kb/citations.json?year_min=2000&amp;concept=mri"' in page
     assert '<option value="mri" selected>' in page
+    low, high, hops = (await ds.get_database("kb").execute("select min(year), max(year), max(hop) from papers")).first()
+    for path in ("/-/kb/citations", "/-/kb/concepts"):           # the controls' hints: the papers' span
+        page = (await ds.client.get(path)).text
+        assert f'placeholder="{low}"' in page and f'placeholder="{high}"' in page and f'placeholder="{hops}"' in page
 
 
 SRC_RE = re.compile(r'<(?:script|link|img|iframe)\b[^>]*?\b(?:src|href)="([^"]*)"', re.I)
