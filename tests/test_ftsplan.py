@@ -59,6 +59,27 @@ def test_a_common_search_walks_the_sort_index_for_the_same_rows(fixture_db, monk
         assert sorted(after) == sorted(before)
 
 
+@pytest.mark.parametrize("limit", [3, 1000])
+def test_a_very_common_search_asks_the_index_row_by_row_for_the_same_rows(fixture_db, monkeypatch, limit):
+    planner, conn = planner_for(fixture_db)
+    monkeypatch.setattr(ftsplan, "WALK_SHARE", 0.0)
+    monkeypatch.setattr(ftsplan, "PROBE_COST", 0.0)          # every search counts as very common here
+    sql = f"select id, pagerank from papers where {SEARCH} order by pagerank desc limit {limit}"
+    new = rewrite(planner, sql, {"search": "marrow"})
+    assert new == sql.replace(SEARCH, "exists (select 1 from papers_fts where papers_fts match escape_fts(:search) "
+                                      "and papers_fts.rowid = papers.rowid)")
+    plan = " ".join(r[3] for r in conn.execute("explain query plan " + new, {"search": "marrow"}))
+    assert "USING INDEX idx_papers_pagerank" in plan and "CORRELATED" in plan
+    before = conn.execute(sql, {"search": "marrow"}).fetchall()
+    after = conn.execute(new, {"search": "marrow"}).fetchall()
+    assert before and [r[1] for r in after] == [r[1] for r in before]
+    if limit > len(before):
+        assert sorted(after) == sorted(before)
+    monkeypatch.setattr(ftsplan, "PROBE_COST", 1e9)          # the list of matches is cheaper: the walk keeps it
+    planner, conn = planner_for(fixture_db)
+    assert rewrite(planner, sql, {"search": "marrow"}) == sql.replace("where rowid in", "where +rowid in")
+
+
 def test_a_rare_search_or_an_unindexed_sort_keeps_sqlites_plan(fixture_db, monkeypatch):
     planner, _conn = planner_for(fixture_db)
     sql = f"select id from papers where {SEARCH} order by pagerank desc limit 51"

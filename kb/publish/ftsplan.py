@@ -10,6 +10,9 @@ cannot change and whose full-text table indexes the table's own rows (an FTS5 ta
   SQLite not to start from the matches) when the matches are at least WALK_SHARE of the table: the walk stops
   after about page size / share rows (51 ms instead of 960). Rarer words keep SQLite's own plan. Rows of equal
   sort value may then come in another order (SQL leaves it open; Datasette's next pages order by the key too).
+* when the matches are so many that listing them all costs more than asking the full-text index about each row
+  the walk reaches (matches x matches >= PROBE_COST x page size x rows), the walk asks it row by row
+  (`exists (... match ... and rowid = table.rowid)`): 5 ms instead of 50 for those 370,000 at 1M papers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections import OrderedDict
 # A search filter exactly as Datasette 0.65 writes it (datasette/filters.py), on a table and its FTS table.
 SEARCH = re.compile(r"(?<![+\w])rowid in \(select rowid from (\w+) where \1 match (escape_fts\(:search\)|:search)\)")
 WALK_SHARE = 0.01
+PROBE_COST = 200    # one full-text lookup of a row's id costs about as much as listing this many matches (measured
+                    # at 1M papers: 10-30 us against 0.14 us)
 MATCH_COUNTS_KEPT = 10_000   # searches whose match count is remembered (a server lives long; searches vary)
 
 
@@ -77,6 +82,11 @@ class Planner:
         if order and await self._leads_index(table, order.group(1)):
             if table not in self.rows:
                 self.rows[table] = (await self.run(f"select count(*) from {table}")).rows[0][0]
-            if await self._count(fts, clause, params) >= WALK_SHARE * self.rows[table]:
+            matches, rows = await self._count(fts, clause, params), self.rows[table]
+            if matches >= WALK_SHARE * rows:
+                limit = re.match(r"\s*(\d+)\b", sql[m.end() + order.end():])
+                if limit and matches * matches >= PROBE_COST * int(limit.group(1)) * rows:
+                    return (sql[:m.start()] + f"exists (select 1 from {fts} where {fts} match {clause} "
+                            f"and {fts}.rowid = {table}.rowid)" + sql[m.end():])
                 return sql[:m.start()] + "+" + sql[m.start():]
         return sql
