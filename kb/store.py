@@ -360,7 +360,7 @@ class _Reader:
             if not key:
                 raise KbError(f"a paper record without id, pmid or doi: {str(record.get('title'))[:80]!r}")
             # Keep memory low on large builds: drop what the database does not hold, refs as tuples, one
-            # shared copy of equal journals and MeSH headings, author fields without nulls.
+            # shared copy of equal journals and MeSH headings (records kept as dicts), author fields without nulls.
             record.pop("abstract_sections", None)
             record.pop("chemicals", None)
             record.pop("book", None)
@@ -374,30 +374,8 @@ class _Reader:
             if refs:
                 record["references"] = [(r, None, None) if isinstance(r, str) else
                                         (r.get("citation"), r.get("pmid"), r.get("doi")) for r in refs]
-            shared = self.shared
-            j = record.get("journal")
-            if j and isinstance(j, dict):
-                try:
-                    record["journal"] = shared.setdefault(tuple(j.items()), j)
-                except TypeError:                 # a value that is not hashable: kept as it is
-                    pass
-            for field in ("mesh", "publication_types"):
-                items = record.get(field)
-                if items and isinstance(items, list):
-                    for i, m in enumerate(items):
-                        if not isinstance(m, dict):
-                            continue
-                        quals = m.get("qualifiers")
-                        try:
-                            if quals:                 # shared qualifiers, then the heading (keyed by their ids)
-                                quals = m["qualifiers"] = [shared.setdefault(tuple(q.items()), q) for q in quals]
-                                same = tuple((k, tuple(map(id, v)) if k == "qualifiers" else v)
-                                             for k, v in m.items())
-                            else:
-                                same = tuple(m.items())
-                            items[i] = shared.setdefault(same, m)
-                        except (TypeError, AttributeError):
-                            pass
+            if not self.pack:                     # a packed record is pickled alone: sharing would only cost
+                self._share(record)               # time (~10 us per record) and the shared dict's memory
             authors = record.get("authors")
             if authors and isinstance(authors, list):
                 record["authors"] = [{k: v for k, v in a.items() if v is not None} if isinstance(a, dict) else a
@@ -423,6 +401,33 @@ class _Reader:
         elif kind == "deleted":
             if record.get("pmid"):
                 self.deleted.add(f"pmid:{str(record['pmid']).strip()}")
+
+    def _share(self, record: dict):
+        """One shared copy of equal journal, MeSH heading and publication type dicts across the records kept."""
+        shared = self.shared
+        j = record.get("journal")
+        if j and isinstance(j, dict):
+            try:
+                record["journal"] = shared.setdefault(tuple(j.items()), j)
+            except TypeError:                 # a value that is not hashable: kept as it is
+                pass
+        for field in ("mesh", "publication_types"):
+            items = record.get(field)
+            if items and isinstance(items, list):
+                for i, m in enumerate(items):
+                    if not isinstance(m, dict):
+                        continue
+                    quals = m.get("qualifiers")
+                    try:
+                        if quals:                 # shared qualifiers, then the heading (keyed by their ids)
+                            quals = m["qualifiers"] = [shared.setdefault(tuple(q.items()), q) for q in quals]
+                            same = tuple((k, tuple(map(id, v)) if k == "qualifiers" else v)
+                                         for k, v in m.items())
+                        else:
+                            same = tuple(m.items())
+                        items[i] = shared.setdefault(same, m)
+                    except (TypeError, AttributeError):
+                        pass
 
     def _pack_waiting(self):
         """Train the codec on the records read so far and pack them."""
