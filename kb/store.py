@@ -227,8 +227,9 @@ class _Codec:
     TRAIN_RECORDS = 1000          # records the dictionary is trained on
     DICT_BYTES = 65536
 
-    def __init__(self, compress, decompress, name: str):
+    def __init__(self, compress, decompress, name: str, dictionary: bytes | None = None):
         self.compress, self.decompress, self.name = compress, decompress, name
+        self.dictionary = dictionary              # what with_dictionary() makes the same codec from (zstd)
 
     @classmethod
     def trained(cls, samples: list[bytes]) -> "_Codec":
@@ -240,6 +241,16 @@ class _Codec:
             data = zstandard.train_dictionary(cls.DICT_BYTES, samples)
         except Exception:  # noqa: BLE001 - ImportError, or ZstdError: too few or too small samples
             return _LZ4
+        return cls.with_dictionary(data.as_bytes())
+
+    @classmethod
+    def with_dictionary(cls, dictionary: bytes | None) -> "_Codec":
+        """The zstd codec of a trained dictionary's bytes (another process packs with the same one); None: LZ4."""
+        if dictionary is None:
+            return _LZ4
+        import zstandard
+
+        data = zstandard.ZstdCompressionDict(dictionary)
         compressor = zstandard.ZstdCompressor(level=1, dict_data=data, write_checksum=False, write_dict_id=False)
 
         def compress(data: bytes) -> bytes:
@@ -247,7 +258,7 @@ class _Codec:
             # bound, so 1M records held 4x their compressed size (measured: 844 MB for 211 MB of blobs; 209 copied)
             return bytes(memoryview(compressor.compress(data)))
 
-        return cls(compress, zstandard.ZstdDecompressor(dict_data=data).decompress, "zstd+dictionary")
+        return cls(compress, zstandard.ZstdDecompressor(dict_data=data).decompress, "zstd+dictionary", dictionary)
 
 
 _LZ4 = _Codec(lz4.block.compress, lz4.block.decompress, "lz4")
@@ -269,6 +280,19 @@ class _Packed:
                 setattr(self, f, record.pop(f))
         self.codec = codec
         self.blob = codec.compress(pickle.dumps(record, protocol=5))
+
+    @classmethod
+    def restored(cls, blob: bytes, beside: dict, codec: _Codec) -> "_Packed":
+        """The _Packed that parts() gave as (blob, beside) in another process (packed with the same codec)."""
+        packed = cls.__new__(cls)
+        packed.blob, packed.codec = blob, codec
+        for f, value in beside.items():
+            setattr(packed, f, value)
+        return packed
+
+    def parts(self) -> tuple[bytes, dict]:
+        """(blob, fields beside it): what another process needs to restore this record."""
+        return self.blob, self._beside()
 
     @classmethod
     def pickled(cls, record: dict) -> bytes:
@@ -429,6 +453,27 @@ class _Reader:
                     except (TypeError, AttributeError):
                         pass
 
+    def portable(self) -> dict:
+        """What this reader collected, as plain data another process' reader can absorb() (records packed)."""
+        return {"papers": [(key, [(prio, order, *record.parts()) for prio, order, record in entries])
+                           for key, entries in self.papers.items()],
+                "citations": self.citations, "seeds": self.seeds, "deleted": self.deleted, "coverage": self.coverage,
+                "similar": self.similar, "mesh": self.mesh, "origins": self.origins}
+
+    def absorb(self, part: dict):
+        """Add what another process' reader collected (portable()) from the file after those read here."""
+        for key, entries in part["papers"]:
+            self.papers.setdefault(key, []).extend(
+                (prio, order, _Packed.restored(blob, beside, self.codec)) for prio, order, blob, beside in entries)
+        for kind in ("citations", "seeds", "coverage", "similar"):
+            getattr(self, kind).extend(part[kind])
+        self.deleted |= part["deleted"]
+        for ui, (name, numbers) in part["mesh"].items():           # as mesh.collect: the first name wins
+            have_name, have = self.mesh.get(ui, (None, set()))
+            self.mesh[ui] = (have_name or name, have | numbers)
+        for origin, n in part["origins"].items():
+            self.origins[origin] = self.origins.get(origin, 0) + n
+
     def _pack_waiting(self):
         """Train the codec on the records read so far and pack them."""
         self.codec = _Codec.trained([_Packed.pickled(entries[i][2]) for entries, i in self.waiting])
@@ -482,6 +527,57 @@ class _Reader:
             papers[key] = merged
         self.papers = {}
         return papers, remap
+
+
+FILE_ORDER = 1 << 40     # a record's order in a read with a helper: its file's index x this + its place in the file
+
+
+def _read(reader: _Reader, paths: list[Path]):
+    """Every record of `paths` into `reader`, in file order. A packed (large) build reads every other file in a
+    helper process once the codec is trained (JSON, then the record slimmed and packed: the second core is idle
+    while the build reads) and takes each file's records in turn, so the result is the one-process read's."""
+    if not reader.pack or len(paths) < 3:
+        for record in read_records(paths):
+            reader.add(record)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool, helped = None, {}
+    try:
+        for i, path in enumerate(paths):
+            if i in helped:
+                reader.absorb(helped.pop(i).result())
+                continue
+            reader.order = i * FILE_ORDER
+            for record in read_records([path]):
+                reader.add(record)
+            if pool is None and reader.codec is not None and i + 2 < len(paths):
+                pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=_helper_init)
+                helped = {j: pool.submit(_read_packed, paths[j], j, reader.codec.dictionary)
+                          for j in range(i + 2, len(paths), 2)}
+    finally:
+        if pool is not None:            # after a failure: the helper ends once its current file is read
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _read_packed(path: Path, index: int, dictionary: bytes | None) -> dict:
+    """_read's helper: one record file read and packed as the build's reader would (reader.portable())."""
+    reader = _Reader(pack=True)
+    reader.codec = _Codec.with_dictionary(dictionary)
+    reader.order = index * FILE_ORDER
+    for record in read_records([path]):
+        reader.add(record)
+    return reader.portable()
+
+
+def _helper_init():
+    """A helper process holds no reference cycles worth collecting; Ctrl-C is the build's to handle."""
+    import signal
+
+    gc.disable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _similar_rows(records: list[dict], remap, papers: dict) -> list[tuple]:
@@ -574,8 +670,7 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     hashing = hasher.submit(lambda: [_sha256(p) for p in paths])
     hasher.shutdown(wait=False)
     reader = _Reader(pack=pack_records(paths))
-    for record in read_records(paths):
-        reader.add(record)
+    _read(reader, paths)
     papers, remap = reader.merged()
     reader.seeds.extend({"type": "seed", "id": seed_key(s, papers, remap)} for s in seeds)
     origins = reader.origins

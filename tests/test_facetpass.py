@@ -131,30 +131,40 @@ def test_table_page_facets_unchanged(kb_db):
     assert len(one_pass[0]) >= 5
 
 
+async def _passes_out_of_time(kb_db, monkeypatch, passes: list):
+    """A started Datasette over kb_db whose one-query facet passes all run out of time (each put in `passes`)."""
+    from datasette.database import QueryInterrupted
+
+    from kb.publish import make_datasette, plugin
+
+    ds = make_datasette(kb_db)
+    await ds.invoke_startup()
+    plugin._facet_cache.clear()
+    db = ds.get_database("kb")
+    execute = type(db).execute
+
+    async def slow_pass(self, sql, params=None, *args, **kwargs):
+        head = sql.split(" from (", 1)[0]
+        if " from (" in sql and " as value" not in head:  # the pass: facet columns of every matching row
+            passes.append(sql)
+            raise QueryInterrupted(None, sql, params)
+        return await execute(self, sql, params, *args, **kwargs)
+
+    monkeypatch.setattr(type(db), "execute", slow_pass)
+    return ds
+
+
 def test_a_pass_out_of_time_is_finished_in_the_background(kb_db, monkeypatch):
     """When the one-query pass runs out of time, the page lists its facets as timed out at once (no facet tries
     again on its own), says so, and is not cached; the pass goes on in the background and the next visit has every
     facet, the same as counting them one by one."""
-    from datasette.database import QueryInterrupted
-
     from kb.publish import facetpass, make_datasette, plugin
 
     passes, later = [], []
     path = "/kb/papers?_search=marrow&_size=5"
 
     async def visits():
-        ds = make_datasette(kb_db)
-        await ds.invoke_startup()
-        plugin._facet_cache.clear()
-        db = ds.get_database("kb")
-        execute = type(db).execute
-
-        async def slow_pass(self, sql, params=None, *args, **kwargs):
-            head = sql.split(" from (", 1)[0]
-            if " from (" in sql and " as value" not in head:  # the pass: facet columns of every matching row
-                passes.append(sql)
-                raise QueryInterrupted(None, sql, params)
-            return await execute(self, sql, params, *args, **kwargs)
+        ds = await _passes_out_of_time(kb_db, monkeypatch, passes)
 
         async def long(ds, database, work, limit_ms, background=False):
             later.append((limit_ms, background))
@@ -162,8 +172,6 @@ def test_a_pass_out_of_time_is_finished_in_the_background(kb_db, monkeypatch):
 
         run_long = facetpass.run_long
         monkeypatch.setattr(facetpass, "run_long", long)
-
-        monkeypatch.setattr(type(db), "execute", slow_pass)
         first = await ds.client.get(path + "&_extra=facet_results")
         await asyncio.gather(*facetpass._later.values())
         second = await ds.client.get(path.replace("papers?", "papers.json?"))
@@ -235,27 +243,13 @@ def test_a_pass_sure_to_run_out_of_time_is_not_tried(kb_db, monkeypatch):
 def test_a_pass_that_ran_out_of_time_is_not_tried_again(kb_db, monkeypatch):
     """A page whose pass ran out of time, and whose background count has not finished it (the one slot busy), does not
     wait for a pass again on the next visit: its facets go to the background at once."""
-    from datasette.database import QueryInterrupted
-
-    from kb.publish import facetpass, make_datasette, plugin
+    from kb.publish import facetpass
 
     monkeypatch.setattr(facetpass, "LATER_MAX", 0)           # the background slot taken
     passes = []
 
     async def visits():
-        ds = make_datasette(kb_db)
-        await ds.invoke_startup()
-        plugin._facet_cache.clear()
-        db = ds.get_database("kb")
-        execute = type(db).execute
-
-        async def slow_pass(self, sql, params=None, *args, **kwargs):
-            if " from (" in sql and " as value" not in sql.split(" from (", 1)[0]:
-                passes.append(sql)
-                raise QueryInterrupted(None, sql, params)
-            return await execute(self, sql, params, *args, **kwargs)
-
-        monkeypatch.setattr(type(db), "execute", slow_pass)
+        ds = await _passes_out_of_time(kb_db, monkeypatch, passes)
         return [await ds.client.get("/kb/papers?_search=marrow") for _ in range(3)]
 
     try:

@@ -357,6 +357,70 @@ def test_packed_records_with_a_trained_codec_build_the_same_database(tmp_path, m
     assert dump(packed) == dump(plain)
 
 
+def test_a_read_with_a_helper_process_builds_the_same_database(tmp_path, monkeypatch):
+    """A large build reads every other file in a helper process once its codec is trained, and takes the files'
+    records in file order: the same database as one process reading the dicts, where order decides (a paper in
+    two files, the first non-empty field winning; an edge from two files, the first reference text winning; MeSH
+    names; deletions; seeds)."""
+    import kb.store
+
+    records = _varied_records(1000)
+    for i, r in enumerate(records):
+        r["provenance"] = {"source": "pubmed" if i % 3 else "europepmc", "request": f"batch {i % 4}"}
+        r["references"] = [{"citation": f"Ref {i} to {i // 2}", "pmid": str(1000 + i // 2)},
+                           {"citation": f"Free text {i % 7}"}]
+    files = [records[k * 200:(k + 1) * 200] for k in range(5)]
+    files[1].append({"type": "paper", "pmid": "5999", "title": None, "year": 2001,
+                     "provenance": {"source": "crossref"}})
+    files[3].append({"type": "paper", "pmid": "5999", "title": "Known later", "year": 1990})
+    files[4].append({"type": "paper", "pmid": "5999", "title": "Known last", "abstract": "Only here"})
+    files[2].append({"type": "citation", "citing": "pmid:1010", "cited_pmid": "1500", "source": "europepmc",
+                     "raw": "First text"})
+    files[4].append({"type": "citation", "citing": "pmid:1010", "cited_pmid": "1500", "source": "europepmc",
+                     "raw": "Later text"})
+    files[2].append({"type": "mesh", "ui": "D000007", "name": "First name", "tree_numbers": ["C15.378"]})
+    files[4].append({"type": "mesh", "ui": "D000007", "name": "Later name", "tree_numbers": ["C20.683"]})
+    files[3].append({"type": "deleted", "pmid": "1004"})
+    files[4].append({"type": "seed", "id": "pmid:1003"})
+    paths = []
+    for k, rows in enumerate(files):
+        paths.append(tmp_path / "records" / f"papers-{k}.jsonl")
+        write_records(paths[-1], rows)
+    plain, helped = tmp_path / "plain.db", tmp_path / "helped.db"
+    build(paths, plain)
+    monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
+    monkeypatch.setattr(kb.store._Codec, "TRAIN_RECORDS", 100)      # trained within the first file
+    absorbed = []
+    real = kb.store._Reader.absorb
+    monkeypatch.setattr(kb.store._Reader, "absorb", lambda self, part: absorbed.append(1) or real(self, part))
+    build(paths, helped)
+    assert len(absorbed) == 2                                         # files 2 and 4 came from the helper
+    assert dump(helped) == dump(plain)
+    conn = sqlite3.connect(helped)
+    assert conn.execute("select title, year, abstract from papers where id = 'pmid:5999'").fetchone() == \
+        ("Known later", 2001, "Only here")
+    assert conn.execute("select raw from citations where citing_id = 'pmid:1010' and cited_id = 'pmid:1500'"
+                        ).fetchone() == ("First text",)
+
+
+def test_a_bad_line_in_a_file_the_helper_reads_is_the_same_one_line_error(tmp_path, monkeypatch):
+    import kb.store
+    from kb.errors import ParseError
+
+    records = _varied_records(600)
+    paths = []
+    for k in range(4):
+        paths.append(tmp_path / "records" / f"papers-{k}.jsonl")
+        write_records(paths[-1], records[k * 150:(k + 1) * 150])
+    with paths[2].open("a") as fh:                      # file 2 is read by the helper (trained in file 0)
+        fh.write('{"type": "paper", "pmid": \n')
+    monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
+    monkeypatch.setattr(kb.store._Codec, "TRAIN_RECORDS", 100)
+    with pytest.raises(ParseError, match=r"papers-2\.jsonl:151: not a JSON record"):
+        build(paths, tmp_path / "kb.db")
+    assert not (tmp_path / "kb.db").exists()
+
+
 def test_a_failed_helper_process_is_one_line(tmp_path, monkeypatch):
     """When the process making the full-text index fails, the build stops with its reason in one line, removes its
     files and keeps the old database."""
