@@ -542,12 +542,17 @@ def _read(reader: _Reader, paths: list[Path]):
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
 
     pool, helped = None, {}
     try:
         for i, path in enumerate(paths):
             if i in helped:
-                reader.absorb(helped.pop(i).result())
+                try:
+                    part = helped.pop(i).result()
+                except BrokenProcessPool:
+                    raise KbError(f"reading {path}: the helper process ended without a word (out of memory?)") from None
+                reader.absorb(part)
                 continue
             reader.order = i * FILE_ORDER
             for record in read_records([path]):

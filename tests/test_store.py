@@ -405,7 +405,6 @@ def test_a_read_with_a_helper_process_builds_the_same_database(tmp_path, monkeyp
 
 def test_a_bad_line_in_a_file_the_helper_reads_is_the_same_one_line_error(tmp_path, monkeypatch):
     import kb.store
-    from kb.errors import ParseError
 
     records = _varied_records(600)
     paths = []
@@ -417,6 +416,26 @@ def test_a_bad_line_in_a_file_the_helper_reads_is_the_same_one_line_error(tmp_pa
     monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
     monkeypatch.setattr(kb.store._Codec, "TRAIN_RECORDS", 100)
     with pytest.raises(ParseError, match=r"papers-2\.jsonl:151: not a JSON record"):
+        build(paths, tmp_path / "kb.db")
+    assert not (tmp_path / "kb.db").exists()
+
+
+def _dying_reader(path, index, dictionary):
+    """A record-reading helper process killed mid-file (as by the kernel when memory runs out)."""
+    os._exit(9)
+
+
+def test_a_read_helper_that_dies_is_a_one_line_error(tmp_path, monkeypatch):
+    import kb.store
+
+    paths = []
+    for k, rows in enumerate([_varied_records(600)[k * 150:(k + 1) * 150] for k in range(4)]):
+        paths.append(tmp_path / "records" / f"papers-{k}.jsonl")
+        write_records(paths[-1], rows)
+    monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
+    monkeypatch.setattr(kb.store._Codec, "TRAIN_RECORDS", 100)
+    monkeypatch.setattr(kb.store, "_read_packed", _dying_reader)     # spawned: found by its module and name
+    with pytest.raises(KbError, match=r"papers-2\.jsonl: the helper process ended without a word"):
         build(paths, tmp_path / "kb.db")
     assert not (tmp_path / "kb.db").exists()
 

@@ -129,7 +129,8 @@ async def calibrate(ds, database: str, table: str = "papers") -> float | None:
     if not columns or total < CALIBRATION_MIN:
         return None
     step = max(2, total // CALIBRATION_ROWS)
-    sql = (f"with recursive picked(r) as (select 1 union all select r + {step} from picked where r + {step} <= {total}) "
+    sql = (f"with recursive picked(r) as "
+           f"(select 1 union all select r + {step} from picked where r + {step} <= {total}) "
            f"select {', '.join(escape_sqlite(c) for c in columns)} from {escape_sqlite(table)} "
            f"where rowid in (select r from picked)")
     t = time.perf_counter()
