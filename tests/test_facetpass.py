@@ -181,7 +181,8 @@ def test_a_pass_out_of_time_is_finished_in_the_background(kb_db, monkeypatch):
     assert first.status_code == 200 and "being counted in the background" in first.text
     assert first.headers["cache-control"] == "no-store"
     assert "These facets timed out: year, journal_id" in first.text
-    assert len(passes) == 1 and later == [(facetpass.LATER_LIMIT_MS, True)]   # no facet tried on its own; one background pass
+    # no facet tried on its own; one background pass
+    assert len(passes) == 1 and later == [(facetpass.LATER_LIMIT_MS, True)]
     assert len(second.json()["facet_results"]) == 8
     assert "no-store" not in second.headers.get("cache-control", "")
 

@@ -92,7 +92,8 @@ async def test_an_incomplete_page_is_never_kept(db_path, monkeypatch):
     ds = await started(db_path, cache_mb=8)
     plugin._facet_cache.clear()
     monkeypatch.setattr(facetpass, "LATER_MAX", 0)           # nothing finishes them in the background here
-    monkeypatch.setattr(facetpass, "_doomed", lambda facet, limit_ms, attempt=None: True)   # the pass would run out of time
+    # the pass would run out of time
+    monkeypatch.setattr(facetpass, "_doomed", lambda facet, limit_ms, attempt=None: True)
     path = "/kb/papers?_search=marrow"
     for _ in range(2):
         page = await ds.client.get(path)
