@@ -468,9 +468,8 @@ class _Reader:
         for kind in ("citations", "seeds", "coverage", "similar"):
             getattr(self, kind).extend(part[kind])
         self.deleted |= part["deleted"]
-        for ui, (name, numbers) in part["mesh"].items():           # as mesh.collect: the first name wins
-            have_name, have = self.mesh.get(ui, (None, set()))
-            self.mesh[ui] = (have_name or name, have | numbers)
+        for ui, (name, numbers) in part["mesh"].items():
+            mesh.collect(self.mesh, {"ui": ui, "name": name, "tree_numbers": numbers})
         for origin, n in part["origins"].items():
             self.origins[origin] = self.origins.get(origin, 0) + n
 
