@@ -172,19 +172,25 @@ def top_pairs(n: int, keys, score, stub, per_paper: int, per_stub: int) -> np.nd
 SIMILARITY_BLOCK_PAIRS = 100_000    # candidate pairs per block of similar_pairs: small blocks sort in the CPU cache
 
 
-def _memberships(group, member, n: int, max_fanout: int):
-    """The groups of 2..max_fanout members (a citing paper's references, a cited paper's citers): their members
-    (CSR: indptr, members), each node's groups (CSR: node_ptr, node_groups) and each group's size."""
-    size = np.bincount(group, minlength=n)
-    sel = ((size >= 2) & (size <= max_fanout))[group]
-    g, m = group[sel], member[sel]
-    order = np.lexsort((m, g))
-    members = m[order]
-    indptr = np.r_[0, np.cumsum(np.bincount(g, minlength=n))]
-    by_node = np.argsort(m, kind="stable")
-    node_groups = g[by_node]
-    node_ptr = np.r_[0, np.cumsum(np.bincount(m, minlength=n))]
-    return indptr, members, node_ptr, node_groups, size
+def _memberships(src, dst, n: int, max_fanout: int):
+    """The groups of 2..max_fanout members on both sides: (cocited, coupled), for the references of a citing
+    paper and the citers of a cited paper, each as its members (CSR: indptr, members), each node's groups (CSR:
+    node_ptr, node_groups) and each group's size. Both come from the edges sorted two ways, as citing*n+cited
+    (the order kb keeps them in: a stable sort of sorted keys is a pass) and cited*n+citing."""
+    by_citing = np.sort(src * n + dst, kind="stable")
+    by_cited = np.sort(dst * n + src, kind="stable")
+
+    def side(group_first, member_first, size):
+        kept = (size >= 2) & (size <= max_fanout)
+        listed = group_first[kept[group_first // n]]
+        belongs = member_first[kept[member_first % n]]
+        node = belongs // n
+        indptr = np.r_[0, np.cumsum(np.where(kept, size, 0))]
+        node_ptr = np.r_[0, np.cumsum(np.bincount(node, minlength=n))]
+        return indptr, listed % n, node_ptr, belongs % n, size
+
+    return (side(by_citing, by_cited, np.bincount(src, minlength=n)),
+            side(by_cited, by_citing, np.bincount(dst, minlength=n)))
 
 
 def _block_counts(lo: int, hi: int, n: int, groups) -> tuple:
@@ -213,40 +219,35 @@ def _block_counts(lo: int, hi: int, n: int, groups) -> tuple:
 
 
 def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_paper: int = SIMILAR_PER_PAPER,
-                  per_stub: int = SIMILAR_PER_STUB, block_pairs: int = SIMILARITY_BLOCK_PAIRS,
-                  part: tuple = (0, 1)) -> tuple:
+                  per_stub: int = SIMILAR_PER_STUB, block_pairs: int = SIMILARITY_BLOCK_PAIRS) -> tuple:
     """The kept paper_similarity pairs: (sorted keys a*n+b, cocitations, coupling) of the pairs among the
-    `per_paper` best of a or of b (`per_stub` for a stub), exactly top_pairs(similarity(...)), computed for a
-    block of papers at a time (every pair touching the block, counted and ranked) so that memory holds about
-    `block_pairs` candidate pairs, not all of them. `part` (i, parts): only the pairs chosen by the i-th of
-    `parts` runs of papers of about equal work, for processes to share; merge_pairs joins the parts."""
+    `per_paper` best of a or of b (`per_stub` for a stub), exactly top_pairs(similarity(...)), computed paper
+    by paper (_node_choices, compiled) or, without numba, for a block of papers at a time (every pair touching
+    the block, counted and ranked) so that memory holds about `block_pairs` candidate pairs, not all of them."""
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
     stub = np.asarray(stub, dtype=bool)
     empty = np.zeros(0, dtype=np.int64)
     if n == 0 or len(src) == 0:
         return empty, empty, empty
-    cocited = _memberships(src, dst, n, max_fanout)      # cited together by one citing paper
-    coupled = _memberships(dst, src, n, max_fanout)      # citing papers sharing one reference
+    # cited together by one citing paper; citing papers sharing one reference
+    cocited, coupled = _memberships(src, dst, n, max_fanout)
+    compiled = _compiled("choices", _node_choices)
+    if compiled is not None:                      # one pass over the nodes, a scratch count per partner
+        u, v, cocit, coupl = compiled(0, n, *cocited[:4], *coupled[:4], stub, per_paper, per_stub)
+        a, b = np.minimum(u, v), np.maximum(u, v)
+        return merge_pairs((a * n + b, cocit, coupl))
     # candidate pairs per node (an upper bound: a partner met in several groups counts each time)
     work = np.zeros(n, dtype=np.int64)
     for _indptr, _members, node_ptr, node_groups, size in (cocited, coupled):
         node_of = np.repeat(np.arange(n), np.diff(node_ptr))
         work += np.bincount(node_of, weights=size[node_groups] - 1, minlength=n).astype(np.int64)
     cum = np.cumsum(work)
-    i, parts = part
-    edge = [0] + [int(np.searchsorted(cum, cum[-1] * j / parts, side="right")) for j in range(1, parts)] + [n]
-    start, stop = edge[i], max(edge[i], edge[i + 1])
-    bounds, lo = [start], start
-    while lo < stop:
+    bounds, lo = [0], 0
+    while lo < n:
         hi = int(np.searchsorted(cum, (cum[lo - 1] if lo else 0) + block_pairs, side="right"))
         lo = max(hi, lo + 1)
-        bounds.append(min(lo, stop))
-    compiled = _compiled("choices", _node_choices)
-    if compiled is not None:                      # one pass over the nodes, a scratch count per partner
-        u, v, cocit, coupl = compiled(start, stop, *cocited[:4], *coupled[:4], stub, per_paper, per_stub)
-        a, b = np.minimum(u, v), np.maximum(u, v)
-        return merge_pairs((a * n + b, cocit, coupl))
+        bounds.append(min(lo, n))
     limit = np.where(stub, per_stub, per_paper)
     out_keys, out_coc, out_cpl = [], [], []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
@@ -290,13 +291,15 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
 
 def _node_choices(lo, hi, co_indptr, co_members, co_node_ptr, co_groups, cp_indptr, cp_members, cp_node_ptr,
                   cp_groups, stub, per_paper, per_stub):
-    """For each node u in [lo, hi): its partners v with their cocitations and coupling counted in scratch arrays
-    (a partner's first sighting kept in a list), ranked as top_pairs ranks them (-score, a stub partner last,
-    partner index) and cut at u's limit (only the best few are kept in order). (u, v, cocitations, coupling) arrays of the chosen pairs, for numba."""
+    """For each node u in [lo, hi): its partners v with their cocitations and coupling counted in a scratch row
+    per node (last visitor, cocitations, coupling, stub flag: one cache line at a million papers; a partner's
+    first sighting kept in a list), ranked as top_pairs ranks them (-score, a stub partner last, partner index)
+    and cut at u's limit, keeping only the best few in order. (u, v, cocitations, coupling) of the chosen pairs."""
     n = len(stub)
-    coc = np.zeros(n, dtype=np.int64)
-    cpl = np.zeros(n, dtype=np.int64)
-    stamp = np.full(n, -1, dtype=np.int64)
+    seen = np.zeros((n, 4), dtype=np.int32)
+    for v in range(n):
+        seen[v, 0] = -1
+        seen[v, 3] = 1 if stub[v] else 0
     touched = np.zeros(n, dtype=np.int64)
     most = max(per_paper, per_stub, 0)
     best = np.zeros(most + 1, dtype=np.int64)
@@ -319,27 +322,23 @@ def _node_choices(lo, hi, co_indptr, co_members, co_node_ptr, co_groups, cp_indp
                     v = members[e]
                     if v == u:
                         continue
-                    if stamp[v] != u:
-                        stamp[v] = u
-                        coc[v] = 0
-                        cpl[v] = 0
+                    if seen[v, 0] != u:
+                        seen[v, 0] = u
+                        seen[v, 1] = 0
+                        seen[v, 2] = 0
                         touched[nt] = v
                         nt += 1
-                    if side == 0:
-                        coc[v] += 1
-                    else:
-                        cpl[v] += 1
+                    seen[v, 1 + side] += 1
         if nt == 0:
             continue
         top = 0
         for i in range(nt):
             v = touched[i]
-            if coc[v] + cpl[v] > top:
-                top = coc[v] + cpl[v]
+            top = max(top, seen[v, 1] + seen[v, 2])
         kept = 0                                  # the `limit` smallest ranks so far, in order (insertion)
         for i in range(nt):
             v = touched[i]
-            r = ((top - coc[v] - cpl[v]) * 2 + (1 if stub[v] else 0)) * n + v
+            r = ((top - seen[v, 1] - seen[v, 2]) * 2 + seen[v, 3]) * np.int64(n) + v
             if kept == limit:
                 if r >= best[kept - 1]:
                     continue
@@ -354,15 +353,15 @@ def _node_choices(lo, hi, co_indptr, co_members, co_node_ptr, co_groups, cp_indp
             v = best[i] % n
             out_u[found] = u
             out_v[found] = v
-            out_coc[found] = coc[v]
-            out_cpl[found] = cpl[v]
+            out_coc[found] = seen[v, 1]
+            out_cpl[found] = seen[v, 2]
             found += 1
     return out_u[:found], out_v[:found], out_coc[:found], out_cpl[:found]
 
 
 def merge_pairs(*results) -> tuple:
-    """(keys, cocitations, coupling) of several similar_pairs results (or blocks) together: sorted, each pair
-    once (a pair chosen by both its papers comes twice, with the same counts)."""
+    """(keys, cocitations, coupling) of several blocks of chosen pairs together: sorted, each pair once (a pair
+    chosen by both its papers comes twice, with the same counts)."""
     empty = np.zeros(0, dtype=np.int64)
     results = [r for r in results if len(r[0])]
     if not results:
@@ -651,14 +650,12 @@ def hops(n: int, src, dst, seeds) -> list:
 
 def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT,
                      per_paper: int = SIMILAR_PER_PAPER, per_stub: int = SIMILAR_PER_STUB,
-                     seed: int = COMMUNITY_SEED, communities: bool = True, similarity_file=None,
-                     similarity_part: tuple = (0, 1)) -> dict:
+                     seed: int = COMMUNITY_SEED, communities: bool = True, similarity_file=None) -> dict:
     """Every per-paper measure and the kept paper_similarity pairs of a citation graph given as index arrays
     over the sorted paper ids (`seeds`: seed indexes, `stub`: a boolean mask of works known only from a
     reference list). Pure computation (no database), so that a build can run it in a second process.
     communities=False leaves the community column None (see community_numbers, which computes it alone);
-    with `similarity_file`, the paper_similarity table is written there (write_similarity_file);
-    `similarity_part` (i, parts): only that part of the similar pairs (see similar_pairs, with_communities)."""
+    with `similarity_file`, the paper_similarity table is written there (write_similarity_file)."""
     n = len(ids)
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
@@ -670,7 +667,7 @@ def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT
     community, found, method = community_numbers(n, src, dst, seed) if communities else ({}, None, None)
     # Bound the table per paper, not globally: a pair stays when it is among the best `per_paper` of either
     # paper (best `per_stub` for a work known only from a reference list), so every paper keeps its best pairs.
-    keys, cocit, coupl = similar_pairs(n, src, dst, stub, max_fanout, per_paper, per_stub, part=similarity_part)
+    keys, cocit, coupl = similar_pairs(n, src, dst, stub, max_fanout, per_paper, per_stub)
     get = community.get
     columns = [(int(indeg[i]), int(outdeg[i]), round(float(pr[i]), 12), dist[i], component[i], get(i))
                for i in range(n)]
@@ -706,24 +703,12 @@ def community_numbers(n: int, src, dst, seed: int = COMMUNITY_SEED) -> tuple:
     return _numbered(communities), len(communities), method
 
 
-def with_communities(measures: dict, numbers: tuple, pairs: tuple | None = None) -> dict:
-    """Measures computed with communities=False, completed by community_numbers' result (and, when the
-    similar pairs were computed in parts, by the other part's pairs)."""
+def with_communities(measures: dict, numbers: tuple) -> dict:
+    """Measures computed with communities=False, completed by community_numbers' result."""
     community, found, method = numbers
     measures["columns"] = [c[:5] + (community[i],) for i, c in enumerate(measures["columns"])]
     measures["summary"].update(communities=found, community_method=method)
-    if pairs is not None:
-        keys, cocit, coupl = merge_pairs((measures["pair_keys"], measures["cocitations"], measures["coupling"]),
-                                         pairs)
-        measures.update(pair_keys=keys, cocitations=cocit, coupling=coupl)
-        measures["summary"]["similar_pairs"] = len(keys)
     return measures
-
-
-def communities_and_pairs(n: int, src, dst, stub, part: tuple, seed: int = COMMUNITY_SEED) -> tuple:
-    """community_numbers and one part of similar_pairs: the second process's share of the graph measures
-    when two processes compute them (an incremental build, where nothing else waits for the cores)."""
-    return community_numbers(n, src, dst, seed), similar_pairs(n, src, dst, stub, part=part)
 
 
 from .store import MEASURE_COLUMNS  # noqa: E402  (the papers columns of compute_measures' "columns", in order)

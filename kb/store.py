@@ -1296,21 +1296,13 @@ def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_f
 
     # spawned, not forked: a helper holds only the arrays it is given, not a copy of the build's records
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
-    if processes == 1:
-        rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
-                           similarity_file=similarity_file)
-        numbers = pool.submit(graph.community_numbers, len(ids), src, dst)
-    else:                                     # the similar pairs shared: the communities alone take less
-        rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
-                           similarity_part=(0, 2))
-        numbers = pool.submit(graph.communities_and_pairs, len(ids), src, dst, stub, (1, 2))
+    rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
+                       similarity_file=similarity_file)
+    numbers = pool.submit(graph.community_numbers, len(ids), src, dst)
 
     def result():
         try:
-            if processes == 1:
-                return graph.with_communities(rest.result(), numbers.result())
-            found, pairs = numbers.result()
-            return graph.with_communities(rest.result(), found, pairs)
+            return graph.with_communities(rest.result(), numbers.result())
         finally:
             pool.shutdown(wait=True)
     result.pool = pool                        # a failed build waits for it (and then removes its file)

@@ -135,10 +135,6 @@ def test_similar_pairs_by_blocks_equal_the_whole_computation(compiled, monkeypat
         for block in (1, 7, 10 ** 9):
             got = graph.similar_pairs(n, src, dst, stub, fanout, per_paper, per_stub, block_pairs=block)
             assert [x.tolist() for x in got] == want
-        # in parts, as two processes share them
-        parts = [graph.similar_pairs(n, src, dst, stub, fanout, per_paper, per_stub, block_pairs=7, part=(i, 3))
-                 for i in range(3)]
-        assert [x.tolist() for x in graph.merge_pairs(*parts)] == want
 
 
 def test_max_fanout_skips_hubs():
