@@ -380,12 +380,19 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
                                ).fetchone()
         if trigger:
             conn.execute("DROP TRIGGER papers_au")
+        # each row sets only the columns that changed: an index of a column set is rewritten even when its value
+        # stays (PageRank moves nearly everywhere, the other five rarely)
         old_columns = state["measures"]["columns"]
         new_columns = measures["columns"]
-        changed = ((*new_columns[index[k]], k) for i, k in enumerate(old_ids)
-                   if k not in papers and old_columns[i] != new_columns[index[k]])
-        conn.executemany(f"UPDATE papers SET {', '.join(c + ' = ?' for c in graph.MEASURE_COLUMNS)} "
-                         f"WHERE id = ?", changed)
+        by_columns: dict = {}
+        for i, k in enumerate(old_ids):
+            old, new = old_columns[i], new_columns[index[k]]
+            if old != new and k not in papers:
+                which = tuple(j for j, (a, b) in enumerate(zip(old, new)) if a != b)
+                by_columns.setdefault(which, []).append((*(new[j] for j in which), k))
+        for which, changed in sorted(by_columns.items()):
+            conn.executemany(f"UPDATE papers SET {', '.join(graph.MEASURE_COLUMNS[j] + ' = ?' for j in which)} "
+                             f"WHERE id = ?", changed)
         if trigger:
             conn.execute(trigger[0])
         # paper_similarity: delete the pairs that went, write the new and changed ones
