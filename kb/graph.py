@@ -733,17 +733,19 @@ def write_similarity_file(path, ids, measures: dict) -> dict:
     process makes the table beside the build. Returns `measures`, with the file's path."""
     import sqlite3
 
-    from .store import create_table
+    from .store import create_table, create_table_indexes
 
     conn = sqlite3.connect(str(path), isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
         conn.execute("CREATE TABLE papers (id TEXT PRIMARY KEY)")   # for sqlite-utils' foreign key check only
-        create_table(conn, "paper_similarity", indexes=True)
+        create_table(conn, "paper_similarity")
         conn.execute("BEGIN")
         conn.executemany("INSERT INTO paper_similarity (paper_a, paper_b, cocitations, coupling) VALUES (?, ?, ?, ?)",
                          similarity_rows(ids, measures))
+        # the paper_b index after the rows, by one sort (kept up row by row it took 60 % of the time at 10M pairs)
+        create_table_indexes(conn, "paper_similarity")
         conn.execute("COMMIT")
     finally:
         conn.close()

@@ -94,9 +94,9 @@ def test_appended_lines_equal_full_build(tmp_path, records):
 
 
 def test_large_build_path_equals_full_build(tmp_path, records, monkeypatch):
-    # above PARALLEL_MIN_EDGES the measures come from helper processes (in an incremental build: the similar
-    # pairs shared by two of them) and the full build's full-text index and paper_similarity from files of
-    # their own: forced here on the small KB, the incremental database still equals a full build's
+    # above PARALLEL_MIN_EDGES the measures come from helper processes (in an incremental build: two, the
+    # communities in one) and the full build's full-text index and paper_similarity from files of their own:
+    # forced here on the small KB, the incremental database still equals a full build's
     import kb.store
 
     monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
