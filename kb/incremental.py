@@ -76,6 +76,10 @@ def load_state(db_path) -> dict | None:
     return state
 
 
+# tables written after the graph measures arrive (papers' rows carry them; the full-text index follows papers)
+MEASURED_TABLES = ("papers", "paper_similarity", "concept_edges", "concept_citations", "kb_meta")
+
+
 class Fallback(Exception):
     """Why this build cannot be incremental (a full build follows)."""
 
@@ -369,6 +373,12 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         store._load_rows(conn, "paper_coverage", store._coverage_rows(state["coverage"], remap, everything))
         conn.execute("DELETE FROM similar_articles")
         store._load_rows(conn, "similar_articles", store._similar_rows(state["similar"], remap, everything))
+        # the statistics of the tables written in full by now, while the graph helpers work (the rest at the end)
+        t = time.perf_counter()
+        analyzed = [table for table in store.SCHEMA if table not in MEASURED_TABLES]
+        for table in analyzed:
+            conn.execute(f"ANALYZE [{table}]")
+        timings["analyze"] = time.perf_counter() - t
         t = time.perf_counter()
         measures = measures_result()
         timings["wait_graph"] = time.perf_counter() - t
@@ -440,7 +450,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         for k, v in reader.origins.items():
             origins[k] = origins.get(k, 0) + v
         meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes)
-        store._write_meta(db, conn, meta)
+        store._write_meta(db, conn, meta, analyzed)
         conn.close()
         os.replace(tmp, db_path)
     except BaseException:

@@ -809,14 +809,21 @@ def _meta(conn, counts, paths, lexicon, auto, origins, sha256s) -> dict:
     return meta
 
 
-def _write_meta(db, conn, meta):
+def _write_meta(db, conn, meta, analyzed=()):
+    """kb_meta, the views and the planner's statistics (ANALYZE) of every table but those `analyzed` already."""
     conn.execute("BEGIN")
     conn.execute("DELETE FROM kb_meta")
     _load_rows(conn, "kb_meta", sorted(meta.items()))
     conn.execute("COMMIT")
     for name, sql in VIEWS.items():
         db.create_view(name, sql.strip(), replace=True)
-    conn.execute("ANALYZE")
+    if not analyzed:
+        conn.execute("ANALYZE")
+        return
+    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
+                                 "ORDER BY name").fetchall():
+        if table not in analyzed:
+            conn.execute(f"ANALYZE [{table}]")
 
 
 def _edge(value):

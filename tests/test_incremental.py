@@ -14,11 +14,15 @@ from largekb import generate
 
 
 def dump(path):
-    """Every table's rows, sorted (the FTS table through its content), and some full-text searches."""
+    """Every table's rows, sorted (the FTS table through its content), the planner's statistics, and some
+    full-text searches."""
     conn = sqlite3.connect(path)
     tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
               if not r[0].startswith("sqlite_stat") and not r[0].startswith("papers_fts_")]
     out = {t: sorted(map(repr, conn.execute(f"SELECT * FROM [{t}]"))) for t in tables}
+    # the planner's statistics (an incremental build analyzes most tables while the graph helpers work)
+    out["sqlite_stat1"] = sorted(map(repr, conn.execute(
+        "SELECT tbl, idx, stat FROM sqlite_stat1 WHERE tbl NOT LIKE 'papers_fts%'")))
     for word in ("marrow", "leukemia", "imaging", "smith"):
         out[f"match {word}"] = sorted(r[0] for r in conn.execute(
             "SELECT p.id FROM papers_fts JOIN papers p ON p.rowid = papers_fts.rowid WHERE papers_fts MATCH ?",
