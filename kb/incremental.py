@@ -199,6 +199,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
     import shutil
     import sqlite3
     import time
+    from concurrent.futures import ThreadPoolExecutor
 
     import numpy as np
     import sqlite_utils
@@ -313,39 +314,45 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
     say(f"incremental: {len(papers) - len(rebuilt)} new papers, {len(rebuilt)} new or changed stubs, "
         f"{len(pairs)} new citations from {len(parts)} new parts ({timings['read']:.1f}s)")
 
-    # the whole graph: old edges (index arrays of the state) re-indexed over the new ids, plus the new ones
-    t = time.perf_counter()
-    ids = sorted(old_set | set(papers))
-    index = {k: i for i, k in enumerate(ids)}
-    old_to_new = np.fromiter((index[k] for k in old_ids), dtype=np.int64, count=len(old_ids))
-    src = np.concatenate([old_to_new[state["src"]],
-                          np.fromiter((index[a] for a, _b in pairs), dtype=np.int64, count=len(pairs))])
-    dst = np.concatenate([old_to_new[state["dst"]],
-                          np.fromiter((index[b] for _a, b in pairs), dtype=np.int64, count=len(pairs))])
-    order = np.lexsort((dst, src))
-    src, dst = src[order], dst[order]
-    stub_mask = np.zeros(len(ids), dtype=bool)
-    stub_mask[[index[k] for k in stub_ids]] = True
-    seeds_idx = sorted(index[k] for k in state["seeds"])
-    # this process has little else to do: the communities and the other measures in two processes at once
-    measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, processes=2)
-
-    # the new rows, by the full build's code, with the aggregates' first-paper-wins state
-    rows = store._Rows(lexicon, state["seeds"], state["journals"], state["authors"], state["descriptors"])
-    for key in sorted(papers):
-        rows.add(key, papers[key])
-    journal_id = list(store.SCHEMA["papers"][0]).index("journal_id")
-    jkeys = {r[journal_id] for r in rows.papers if r[journal_id]}
-    akeys = {r[1] for r in rows.pa}
-    uis = {r[1] for r in rows.mesh}
-    timings["rows"] = time.perf_counter() - t
-
+    # the copy the changes go into (a running server keeps the old file), made by a thread meanwhile: the
+    # copy is the kernel's (sendfile), without the GIL
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
-    t = time.perf_counter()
-    shutil.copyfile(db_path, tmp)
-    timings["copy"] = time.perf_counter() - t
-    conn = sqlite3.connect(str(tmp), isolation_level=None)
+    copying = ThreadPoolExecutor(1)
+    copied = copying.submit(shutil.copyfile, db_path, tmp)
+    copying.shutdown(wait=False)
+    conn = None
     try:
+        # the whole graph: old edges (index arrays of the state) re-indexed over the new ids, plus the new ones
+        t = time.perf_counter()
+        ids = sorted(old_set | set(papers))
+        index = {k: i for i, k in enumerate(ids)}
+        old_to_new = np.fromiter((index[k] for k in old_ids), dtype=np.int64, count=len(old_ids))
+        src = np.concatenate([old_to_new[state["src"]],
+                              np.fromiter((index[a] for a, _b in pairs), dtype=np.int64, count=len(pairs))])
+        dst = np.concatenate([old_to_new[state["dst"]],
+                              np.fromiter((index[b] for _a, b in pairs), dtype=np.int64, count=len(pairs))])
+        order = np.lexsort((dst, src))
+        src, dst = src[order], dst[order]
+        stub_mask = np.zeros(len(ids), dtype=bool)
+        stub_mask[[index[k] for k in stub_ids]] = True
+        seeds_idx = sorted(index[k] for k in state["seeds"])
+        # this process has little else to do: the communities and the other measures in two processes at once
+        measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, processes=2)
+
+        # the new rows, by the full build's code, with the aggregates' first-paper-wins state
+        rows = store._Rows(lexicon, state["seeds"], state["journals"], state["authors"], state["descriptors"])
+        for key in sorted(papers):
+            rows.add(key, papers[key])
+        journal_id = list(store.SCHEMA["papers"][0]).index("journal_id")
+        jkeys = {r[journal_id] for r in rows.papers if r[journal_id]}
+        akeys = {r[1] for r in rows.pa}
+        uis = {r[1] for r in rows.mesh}
+        timings["rows"] = time.perf_counter() - t
+
+        t = time.perf_counter()
+        copied.result()
+        timings["copy"] = time.perf_counter() - t                 # the wait for it
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
         store._bulk_pragmas(conn)
         db = sqlite_utils.Database(conn)
         conn.execute("BEGIN")
@@ -455,7 +462,9 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         os.replace(tmp, db_path)
     except BaseException:
         try:
-            conn.close()
+            if conn is not None:
+                conn.close()
+            copied.exception()                                # the copy finished (or failed) before its removal
         except Exception:
             pass
         tmp.unlink(missing_ok=True)

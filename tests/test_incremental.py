@@ -79,6 +79,36 @@ def test_new_file_equals_full_build(tmp_path, records):
     assert differences(inc, full) == []
 
 
+@pytest.mark.parametrize("where", ["rows", "update"])
+def test_interrupted_build_leaves_the_database_and_no_copy(tmp_path, records, monkeypatch, where):
+    # Ctrl-C while the new rows are made (the database is being copied meanwhile) or while the copy is updated:
+    # the database and its state file are as they were, the copy is gone, and a re-run completes the build
+    import kb.store
+
+    data = write_a(tmp_path / "records", records)
+    db = tmp_path / "kb.db"
+    build(record_files(data), db)
+    before, state = db.read_bytes(), state_path(db).read_bytes()
+    write_records(data / "c-new.jsonl", records[2])
+
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        if where == "rows":
+            patch.setattr(kb.store._Rows, "add", interrupt)
+        else:
+            patch.setattr(kb.store, "_load_rows", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            build_incremental(record_files(data), db)
+    assert db.read_bytes() == before and state_path(db).read_bytes() == state
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kb.db.state", "kb.db", "records"]
+    assert build_incremental(record_files(data), db)["incremental"]
+    full = tmp_path / "full.db"
+    build(record_files(data), full)
+    assert differences(db, full) == []
+
+
 def test_appended_lines_equal_full_build(tmp_path, records):
     data = write_a(tmp_path / "records", records)
     inc, full = tmp_path / "inc.db", tmp_path / "full.db"
