@@ -235,8 +235,10 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
     compiled = _compiled("choices", _node_choices)
     if compiled is not None:                      # one pass over the nodes, a scratch count per partner
         u, v, cocit, coupl = compiled(0, n, *cocited[:4], *coupled[:4], stub, per_paper, per_stub)
-        a, b = np.minimum(u, v), np.maximum(u, v)
-        return merge_pairs((a * n + b, cocit, coupl))
+        keys = np.minimum(u, v).astype(np.int64) * n + np.maximum(u, v)
+        del u, v
+        keys, cocit, coupl = merge_pairs((keys, cocit, coupl))
+        return keys, cocit.astype(np.int64), coupl.astype(np.int64)
     # candidate pairs per node (an upper bound: a partner met in several groups counts each time)
     work = np.zeros(n, dtype=np.int64)
     for _indptr, _members, node_ptr, node_groups, size in (cocited, coupled):
@@ -296,6 +298,8 @@ def _node_choices(lo, hi, co_indptr, co_members, co_node_ptr, co_groups, cp_indp
     first sighting kept in a list), ranked as top_pairs ranks them (-score, a stub partner last, partner index)
     and cut at u's limit, keeping only the best few in order. (u, v, cocitations, coupling) of the chosen pairs."""
     n = len(stub)
+    if n >= 2 ** 31:                              # pragma: no cover (the int32 rows below)
+        raise ValueError("more than 2**31 papers")
     seen = np.zeros((n, 4), dtype=np.int32)
     for v in range(n):
         seen[v, 0] = -1
@@ -303,10 +307,10 @@ def _node_choices(lo, hi, co_indptr, co_members, co_node_ptr, co_groups, cp_indp
     touched = np.zeros(n, dtype=np.int64)
     most = max(per_paper, per_stub, 0)
     best = np.zeros(most + 1, dtype=np.int64)
-    out_u = np.zeros((hi - lo) * most, dtype=np.int64)
-    out_v = np.zeros((hi - lo) * most, dtype=np.int64)
-    out_coc = np.zeros((hi - lo) * most, dtype=np.int64)
-    out_cpl = np.zeros((hi - lo) * most, dtype=np.int64)
+    out_u = np.zeros((hi - lo) * most, dtype=np.int32)       # int32: 10M pairs at 1M papers take 160 MB, not 320
+    out_v = np.zeros((hi - lo) * most, dtype=np.int32)
+    out_coc = np.zeros((hi - lo) * most, dtype=np.int32)
+    out_cpl = np.zeros((hi - lo) * most, dtype=np.int32)
     found = 0
     for u in range(lo, hi):
         limit = per_stub if stub[u] else per_paper
