@@ -170,6 +170,9 @@ def top_pairs(n: int, keys, score, stub, per_paper: int, per_stub: int) -> np.nd
 
 
 SIMILARITY_BLOCK_PAIRS = 100_000    # candidate pairs per block of similar_pairs: small blocks sort in the CPU cache
+# from this many citations similar_pairs runs its compiled loop (below, numpy takes milliseconds, and a first
+# build, the default knowledge base's, is spared numba's 1.5 s compilation)
+COMPILED_MIN_EDGES = 50_000
 
 
 def _memberships(src, dst, n: int, max_fanout: int):
@@ -222,8 +225,9 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
                   per_stub: int = SIMILAR_PER_STUB, block_pairs: int = SIMILARITY_BLOCK_PAIRS) -> tuple:
     """The kept paper_similarity pairs: (sorted keys a*n+b, cocitations, coupling) of the pairs among the
     `per_paper` best of a or of b (`per_stub` for a stub), exactly top_pairs(similarity(...)), computed paper
-    by paper (_node_choices, compiled) or, without numba, for a block of papers at a time (every pair touching
-    the block, counted and ranked) so that memory holds about `block_pairs` candidate pairs, not all of them."""
+    by paper (_node_choices, compiled: COMPILED_MIN_EDGES) or, on small graphs and without numba, for a block of
+    papers at a time (every pair touching the block, counted and ranked) so that memory holds about
+    `block_pairs` candidate pairs, not all of them."""
     src = np.asarray(src, dtype=np.int64)
     dst = np.asarray(dst, dtype=np.int64)
     stub = np.asarray(stub, dtype=bool)
@@ -232,7 +236,7 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
         return empty, empty, empty
     # cited together by one citing paper; citing papers sharing one reference
     cocited, coupled = _memberships(src, dst, n, max_fanout)
-    compiled = _compiled("choices", _node_choices)
+    compiled = _compiled("choices", _node_choices) if len(src) >= COMPILED_MIN_EDGES else None
     if compiled is not None:                      # one pass over the nodes, a scratch count per partner
         u, v, cocit, coupl = compiled(0, n, *cocited[:4], *coupled[:4], stub, per_paper, per_stub)
         keys = np.minimum(u, v).astype(np.int64) * n + np.maximum(u, v)

@@ -112,13 +112,14 @@ def test_similarity_function_matches_brute_force():
 
 @pytest.mark.parametrize("compiled", [True, False])
 def test_similar_pairs_by_blocks_equal_the_whole_computation(compiled, monkeypatch):
-    # the per-node loop compiled by numba, and the blocked numpy computation (bounded memory) without numba,
-    # keep exactly the pairs top_pairs keeps of all candidate pairs, whatever the block size: one paper per
-    # block, a few, all at once
+    # the per-node loop compiled by numba (large graphs), and the blocked numpy computation (bounded memory:
+    # small graphs, or without numba), keep exactly the pairs top_pairs keeps of all candidate pairs, whatever
+    # the block size: one paper per block, a few, all at once
     import numpy as np
 
     if compiled:
         assert graph._compiled("choices", graph._node_choices) is not None
+        monkeypatch.setattr(graph, "COMPILED_MIN_EDGES", 0)
     else:
         monkeypatch.setitem(graph._COMPILED, "choices", None)
     rng = np.random.default_rng(3)
