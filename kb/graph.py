@@ -9,7 +9,8 @@ Leiden-style fast local moving: 2-4x faster on 1M edges); kb_meta.community_meth
 Components and communities are numbered 1, 2, ... by size, largest first, ties broken by smallest paper id.
 
 Per pair (paper_similarity, paper_a < paper_b): cocitations = papers citing both, coupling = references shared.
-Only pairs that share something are generated (grouped by citing / cited paper, vectorised); a paper with more
+Only pairs that share something are generated (grouped by citing / cited paper; counted paper by paper in a loop
+compiled by numba from COMPILED_MIN_EDGES citations, vectorised numpy below); a paper with more
 than `max_fanout` references (or a reference cited by more than `max_fanout` papers) adds no pairs. Stubs take
 part like any paper (two papers citing the same reference-only work are coupled). The table is bounded per paper,
 not globally: a pair is kept when it is among the `per_paper` best (score = cocitations + coupling) of either of
