@@ -403,7 +403,9 @@ def test_a_read_with_a_helper_process_builds_the_same_database(tmp_path, monkeyp
                         ).fetchone() == ("First text",)
 
 
-def test_a_bad_line_in_a_file_the_helper_reads_is_the_same_one_line_error(tmp_path, monkeypatch):
+def _four_packed_files(tmp_path, monkeypatch) -> list:
+    """Four record files of 150 papers each, built packed with a codec trained within the first file: the helper
+    process reads file 2 (every other file from the third on)."""
     import kb.store
 
     records = _varied_records(600)
@@ -411,10 +413,15 @@ def test_a_bad_line_in_a_file_the_helper_reads_is_the_same_one_line_error(tmp_pa
     for k in range(4):
         paths.append(tmp_path / "records" / f"papers-{k}.jsonl")
         write_records(paths[-1], records[k * 150:(k + 1) * 150])
-    with paths[2].open("a") as fh:                      # file 2 is read by the helper (trained in file 0)
-        fh.write('{"type": "paper", "pmid": \n')
     monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
     monkeypatch.setattr(kb.store._Codec, "TRAIN_RECORDS", 100)
+    return paths
+
+
+def test_a_bad_line_in_a_file_the_helper_reads_is_the_same_one_line_error(tmp_path, monkeypatch):
+    paths = _four_packed_files(tmp_path, monkeypatch)
+    with paths[2].open("a") as fh:                      # file 2 is read by the helper (trained in file 0)
+        fh.write('{"type": "paper", "pmid": \n')
     with pytest.raises(ParseError, match=r"papers-2\.jsonl:151: not a JSON record"):
         build(paths, tmp_path / "kb.db")
     assert not (tmp_path / "kb.db").exists()
@@ -428,12 +435,7 @@ def _dying_reader(path, index, dictionary):
 def test_a_read_helper_that_dies_is_a_one_line_error(tmp_path, monkeypatch):
     import kb.store
 
-    paths = []
-    for k, rows in enumerate([_varied_records(600)[k * 150:(k + 1) * 150] for k in range(4)]):
-        paths.append(tmp_path / "records" / f"papers-{k}.jsonl")
-        write_records(paths[-1], rows)
-    monkeypatch.setattr(kb.store, "PACK_BYTES", 0)
-    monkeypatch.setattr(kb.store._Codec, "TRAIN_RECORDS", 100)
+    paths = _four_packed_files(tmp_path, monkeypatch)
     monkeypatch.setattr(kb.store, "_read_packed", _dying_reader)     # spawned: found by its module and name
     with pytest.raises(KbError, match=r"papers-2\.jsonl: the helper process ended without a word"):
         build(paths, tmp_path / "kb.db")
