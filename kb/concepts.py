@@ -381,8 +381,33 @@ def mesh_matches(concept: Concept, lexicon: Lexicon, ui: str | None, name: str |
     return None
 
 
-def match_paper(paper: dict, lexicon: Lexicon) -> list[tuple]:
-    """(concept_id, best evidence, score, evidence list) for each concept a paper carries."""
+def text_hits(paper: dict, lexicon: Lexicon) -> dict:
+    """{concept_id: {kind: match}} of a paper's keywords, title and abstract (the costly part of match_paper,
+    which a large build runs in a helper process: it does not depend on the MeSH tree table)."""
+    texts = []
+    for kw in paper.get("keywords") or ():
+        text = kw.get("text") if isinstance(kw, dict) else kw
+        if text:
+            texts.append(("keyword", text))
+    for kind in ("title", "abstract"):
+        if paper.get(kind):
+            texts.append((kind, paper[kind]))
+    found: dict[str, dict] = {}
+    for kind, text in texts:
+        lower = text.lower()
+        for concept in lexicon.concepts:
+            have = found.get(concept.id)
+            if have and kind in have:
+                continue
+            hit = concept.find(text, lower)
+            if hit:
+                found.setdefault(concept.id, {})[kind] = hit
+    return found
+
+
+def match_paper(paper: dict, lexicon: Lexicon, texts: dict | None = None) -> list[tuple]:
+    """(concept_id, best evidence, score, evidence list) for each concept a paper carries. `texts`: the
+    paper's text_hits, when already known."""
     weights = lexicon.weights
     cache = lexicon.mesh_cache
     found: dict[str, dict] = {}
@@ -397,23 +422,8 @@ def match_paper(paper: dict, lexicon: Lexicon) -> list[tuple]:
             kind = "mesh-major" if major else "mesh-minor"
             for cid, hit in hits:
                 found.setdefault(cid, {}).setdefault(kind, hit)
-    texts = []
-    for kw in paper.get("keywords") or ():
-        text = kw.get("text") if isinstance(kw, dict) else kw
-        if text:
-            texts.append(("keyword", text))
-    for kind in ("title", "abstract"):
-        if paper.get(kind):
-            texts.append((kind, paper[kind]))
-    for kind, text in texts:
-        lower = text.lower()
-        for concept in lexicon.concepts:
-            have = found.get(concept.id)
-            if have and kind in have:
-                continue
-            hit = concept.find(text, lower)
-            if hit:
-                found.setdefault(concept.id, {})[kind] = hit
+    for cid, kinds in (text_hits(paper, lexicon) if texts is None else texts).items():
+        found.setdefault(cid, {}).update(kinds)
     out = []
     for concept in lexicon.concepts:
         kinds = found.get(concept.id)

@@ -33,7 +33,7 @@ import lz4.block
 import sqlite_utils
 
 from . import __version__, mesh
-from .concepts import auto_lexicon, load_lexicon, match_paper, search_terms
+from .concepts import auto_lexicon, load_lexicon, match_paper, search_terms, text_hits
 from .errors import KbError, NotFound
 from .records import dumps, dumps_bytes, normalize_doi, read_records, record_files
 from .seeds import describe, seed_key
@@ -345,10 +345,24 @@ def _record(p) -> dict:
     return p.unpack() if type(p) is _Packed else p
 
 
+def _records_size(paths) -> int:
+    """The bytes of JSON in record files (gzip counted x5)."""
+    return sum(p.stat().st_size * (5 if p.name.endswith(".gz") else 1) for p in paths)
+
+
 def pack_records(paths) -> bool:
     """Whether a build from `paths` keeps its records pickled (_Packed): when their files are large."""
-    size = sum(p.stat().st_size * (5 if p.name.endswith(".gz") else 1) for p in paths)
-    return size > PACK_BYTES
+    return _records_size(paths) > PACK_BYTES
+
+
+def _record_key(record: dict) -> str | None:
+    """The key a paper record is read under (before DOI keys are folded into PMID keys by _Reader.merged)."""
+    pmid = str(record["pmid"]).strip() if record.get("pmid") else None
+    key = f"pmid:{pmid}" if pmid else record.get("id")
+    if not key:
+        doi = normalize_doi(record.get("doi"))
+        key = f"doi:{doi}" if doi else None
+    return key
 
 
 class _Reader:
@@ -368,6 +382,7 @@ class _Reader:
         self.order = 0
         self.origins: dict[tuple, int] = {}     # (provenance source, request) -> paper records, for kb_meta
         self.shared: dict[tuple, dict] = {}     # one copy of equal journal and MeSH heading dicts
+        self.merged_keys: set[str] = set()      # after merged(): papers made of several records or a re-keyed one
 
     def add(self, record: dict):
         kind = record["type"]
@@ -376,11 +391,7 @@ class _Reader:
             prov = record.get("provenance") or {}
             origin = (prov.get("source"), prov.get("request"))
             self.origins[origin] = self.origins.get(origin, 0) + 1
-            pmid = str(record["pmid"]).strip() if record.get("pmid") else None
-            key = f"pmid:{pmid}" if pmid else record.get("id")
-            if not key:
-                doi = normalize_doi(record.get("doi"))
-                key = f"doi:{doi}" if doi else None
+            key = _record_key(record)
             if not key:
                 raise KbError(f"a paper record without id, pmid or doi: {str(record.get('title'))[:80]!r}")
             # Keep memory low on large builds: drop what the database does not hold, refs as tuples, one
@@ -501,8 +512,12 @@ class _Reader:
         remap.doi_to_pmid = doi_to_pmid           # kept for kb.incremental
         groups: dict[str, list] = {}
         same_sources: dict[tuple, list] = {}
+        merged_keys = self.merged_keys
         for key, recs in self.papers.items():
-            groups.setdefault(remap(key), []).extend(recs)
+            folded = remap(key)
+            if folded != key:
+                merged_keys.add(folded)
+            groups.setdefault(folded, []).extend(recs)
         papers = {}
         for key in sorted(groups):
             if key in self.deleted:
@@ -510,6 +525,7 @@ class _Reader:
             recs = [r for _p, _o, r in sorted(groups[key], key=lambda t: (t[0], t[1]))]
             if len(recs) > 1:
                 recs = [_record(r) for r in recs]
+                merged_keys.add(key)
             if len(recs) == 1:
                 merged = recs[0]          # the common case: no copy
             else:
@@ -673,14 +689,21 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     hasher = ThreadPoolExecutor(1)
     hashing = hasher.submit(lambda: [_sha256(p) for p in paths])
     hasher.shutdown(wait=False)
+    workers: dict = {}                        # processes working beside this one (text matches, full-text index)
+    if not auto and _records_size(paths) > MATCH_HELPER_BYTES:
+        workers["texts"] = _TextMatcher(paths, lexicon_path, lexicon.sha256)
     reader = _Reader(pack=pack_records(paths))
-    _read(reader, paths)
-    papers, remap = reader.merged()
-    reader.seeds.extend({"type": "seed", "id": seed_key(s, papers, remap)} for s in seeds)
+    try:
+        _read(reader, paths)
+        papers, remap = reader.merged()
+        reader.seeds.extend({"type": "seed", "id": seed_key(s, papers, remap)} for s in seeds)
+        mesh.merge_into_lexicon(lexicon, reader.mesh)   # tree numbers of "mesh" records join the lexicon's table
+        if auto:                              # concept nodes from the KB's own MeSH headings (trees rolled up)
+            lexicon = auto_lexicon(map(_record, papers.values()), lexicon)
+    except BaseException:
+        _stop_workers(workers)
+        raise
     origins = reader.origins
-    mesh.merge_into_lexicon(lexicon, reader.mesh)   # tree numbers of "mesh" records join the lexicon's table
-    if auto:                                  # concept nodes from the KB's own MeSH headings (trees rolled up)
-        lexicon = auto_lexicon(map(_record, papers.values()), lexicon)
     timings["read"] = time.perf_counter() - t0
     say(f"read: {len(papers)} papers from {len(paths)} files ({timings['read']:.1f}s)")
 
@@ -691,7 +714,6 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         tmp.unlink()
     conn = sqlite3.connect(str(tmp), isolation_level=None)
     state = None
-    workers: dict = {}                        # processes working beside this one (the full-text index)
     try:
         _bulk_pragmas(conn)
         db = sqlite_utils.Database(conn)
@@ -711,11 +733,7 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         timings["meta"] = time.perf_counter() - t     # kb_meta, views, ANALYZE
         os.replace(tmp, db_path)
     except BaseException:
-        if workers.get("fts") is not None:
-            workers["fts"].close()
-        pool = getattr(workers.get("measures"), "pool", None)
-        if pool is not None:                  # the graph helper may still be writing its file
-            pool.shutdown(wait=True, cancel_futures=True)
+        _stop_workers(workers)
         try:
             conn.close()
         except Exception:
@@ -731,6 +749,16 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     timings["state"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
     return {"db": str(db_path), "counts": counts, "timings": timings, "title": meta["title"]}
+
+
+def _stop_workers(workers: dict):
+    """After a failure: end the processes working beside the build."""
+    for name in ("texts", "fts"):
+        if workers.get(name) is not None:
+            workers[name].close()
+    pool = getattr(workers.get("measures"), "pool", None)
+    if pool is not None:                      # the graph helper may still be writing its file
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _bulk_pragmas(conn):
@@ -968,6 +996,8 @@ class _Rows:
         self.concept_terms = {c.id: "; ".join(search_terms(c)) for c in lexicon.concepts}
         self.concept_counts: dict[str, int] = {}
         self.inserted = 0                        # papers rows inserted by flush(papers=True)
+        self.texts: dict | None = None           # text_hits by key, made by a _TextMatcher (None: made here)
+        self.own_texts: set = set()              # keys whose text_hits are made here all the same (merged papers)
 
     def add(self, key: str, p: dict):
         stub = p.get("_stub", False)
@@ -1071,7 +1101,10 @@ class _Rows:
         labels, terms = [], []
         if not stub:
             concept_counts = self.concept_counts
-            for cid, best, score, evidence in match_paper(p, self.lexicon):
+            texts = self.texts
+            if texts is not None:
+                texts = None if key in self.own_texts else texts.get(key, _NO_HITS)
+            for cid, best, score, evidence in match_paper(p, self.lexicon, texts):
                 pc_rows.append((key, cid, best, score, _jsonl(evidence)))
                 labels.append(self.concept_labels[cid])
                 terms.append(self.concept_terms[cid])
@@ -1159,6 +1192,64 @@ class _Rows:
         trees = self.lexicon.trees
         return ((ui, d["name"], _jsonl(list(trees.get(ui, ()))), d["count"])
                 for ui, d in sorted(self.descriptors.items()) if keys is None or ui in keys)
+
+
+_NO_HITS: dict = {}
+MATCH_HELPER_BYTES = 64 << 20   # record files larger than this: the text side of concept matching runs beside the read
+
+
+class _TextMatcher:
+    """The text side of concept matching (concepts.text_hits: the keyword, title and abstract regexes) in another
+    process, which reads the same record files while this one reads, merges and writes the citations: the rows
+    then only add the MeSH side. A paper made of several records, or re-keyed by the merge, is matched here."""
+
+    def __init__(self, paths: list[Path], lexicon_path, sha256: str):
+        import multiprocessing
+
+        ctx = multiprocessing.get_context("spawn")
+        self.sha256 = sha256
+        self.pipe, child = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(target=_text_matcher, daemon=True,
+                                   args=([str(p) for p in paths], None if lexicon_path is None else str(lexicon_path),
+                                         child))
+        self.process.start()
+        child.close()
+
+    def result(self) -> dict | None:
+        """{key: text hits} of every paper record with any; None when the process failed or read another
+        lexicon (then the rows make them all, as a small build does)."""
+        try:
+            sha256, hits = self.pipe.recv()
+        except (EOFError, OSError, TypeError, ValueError):
+            sha256, hits = None, None
+        self.close()
+        return hits if sha256 == self.sha256 else None
+
+    def close(self):
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join()
+        self.pipe.close()
+
+
+def _text_matcher(paths: list[str], lexicon_path: str | None, pipe):
+    """The _TextMatcher process: (lexicon sha256, {key: text hits}) out, or (None, None) if anything failed
+    (the build reports bad records itself)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    gc.disable()
+    try:
+        lexicon = load_lexicon(lexicon_path)
+        hits = {}
+        for record in read_records(paths):
+            if record["type"] == "paper":
+                found = text_hits(record, lexicon)
+                if found:
+                    hits[_record_key(record)] = found
+        pipe.send((lexicon.sha256, hits))
+    except BaseException:
+        pipe.send((None, None))
 
 
 class _FtsWorker:
@@ -1360,6 +1451,9 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
     edges.clear()
     _release_memory()
     rows = _Rows(lexicon, seeds)
+    if workers is not None and workers.get("texts") is not None:
+        rows.texts, rows.own_texts = workers["texts"].result(), reader.merged_keys
+        del workers["texts"]
     fts = None
     if side_files is not None and len(src) >= PARALLEL_MIN_EDGES:   # the full-text index in another process
         fts = workers["fts"] = _FtsWorker(side_files.with_name(side_files.name + ".fts"))

@@ -271,6 +271,41 @@ def test_large_build_helpers_give_the_same_database(tmp_path, monkeypatch):
                                                           "helped.db", "records"]
 
 
+def test_text_matches_from_the_helper_process_give_the_same_database(tmp_path, monkeypatch):
+    # above MATCH_HELPER_BYTES the keyword/title/abstract side of concept matching runs in a process reading the
+    # same files; papers merged from several records or re-keyed by the merge are matched by the build itself
+    import kb.store
+
+    records = [
+        {"type": "paper", "pmid": "1", "title": "Leukemia in children", "provenance": {"source": "pubmed"}},
+        {"type": "paper", "pmid": "1", "title": "A title without a concept", "keywords": ["bone marrow"],
+         "provenance": {"source": "crossref"}},                       # merged: both records' concepts
+        {"type": "paper", "pmid": "2", "doi": "10.5/x", "title": "Imaging of the spine"},
+        {"type": "paper", "id": "doi:10.5/x", "abstract": "Marrow signal on MRI.", "title": "Spine imaging"},
+        {"type": "paper", "id": "doi:10.6/ABC", "title": "Neuroblastoma relapse"},           # re-keyed: doi:10.6/abc
+        {"type": "paper", "pmid": "3", "title": "Hodgkin lymphoma", "abstract": "Bone marrow MRI.",
+         "keywords": [{"text": "leukemia", "major": True}], "mesh": [{"ui": "D007938", "name": "Leukemia"}]},
+        {"type": "paper", "pmid": "4", "title": "Nothing to find here"},
+        {"type": "citation", "citing": "pmid:3", "cited": "pmid:1"},
+    ]
+    data = tmp_path / "records"
+    data.mkdir()
+    from kb.records import write_records
+
+    write_records(data / "a.jsonl", records)
+    alone, helped = tmp_path / "alone.db", tmp_path / "helped.db"
+    build(record_files(data), alone)
+    seen = []
+    result = kb.store._TextMatcher.result
+    monkeypatch.setattr(kb.store._TextMatcher, "result", lambda self: seen.append(result(self)) or seen[-1])
+    monkeypatch.setattr(kb.store, "MATCH_HELPER_BYTES", 0)
+    build(record_files(data), helped)
+    assert seen and seen[0] and "pmid:3" in seen[0]                  # the helper did match
+    assert dump(helped) == dump(alone)
+    concepts = dict(sqlite3.connect(alone).execute(
+        "SELECT paper_id, group_concat(concept_id) FROM (SELECT * FROM paper_concepts ORDER BY 1, 2) GROUP BY 1"))
+    assert concepts["pmid:1"] == "bone-marrow,leukemia" and concepts["doi:10.6/abc"] == "neuroblastoma"
+
 def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch):
     # a failure while the helper processes work (graph measures, full-text index): they are waited for or
     # stopped and their files removed; the old database stays
@@ -280,6 +315,11 @@ def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch)
     shutil.copy(built[0], target)
     before = dump(target)
     monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
+    monkeypatch.setattr(kb.store, "MATCH_HELPER_BYTES", 0)
+    matchers, closed = [], []
+    start, close = kb.store._TextMatcher.__init__, kb.store._TextMatcher.close
+    monkeypatch.setattr(kb.store._TextMatcher, "__init__", lambda self, *a: matchers.append(self) or start(self, *a))
+    monkeypatch.setattr(kb.store._TextMatcher, "close", lambda self: closed.append(self) or close(self))
 
     def boom(self, conn, papers=False, fts=None):
         raise RuntimeError("disk on fire")
@@ -288,6 +328,15 @@ def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch)
         build(record_files(FIXTURE), target)
     assert dump(target) == before
     assert [p.name for p in tmp_path.iterdir()] == ["kb.db"]
+    # a bad record while the text matcher reads the same files: the build says so and the matcher is ended
+    bad = tmp_path / "bad"
+    shutil.copytree(FIXTURE, bad)
+    with open(sorted(bad.glob("records/*.jsonl"))[-1], "a") as fh:
+        fh.write("{not json\n")
+    with pytest.raises(ParseError, match="not a JSON record"):
+        build(record_files(bad), target)
+    assert len(matchers) == 2 and matchers[1] in closed and not any(m.process.is_alive() for m in matchers)
+    assert dump(target) == before
 
 
 def _varied_records(n):
