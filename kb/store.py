@@ -690,11 +690,16 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     hashing = hasher.submit(lambda: [_sha256(p) for p in paths])
     hasher.shutdown(wait=False)
     workers: dict = {}                        # processes working beside this one (text matches, full-text index)
-    if not auto and _records_size(paths) > MATCH_HELPER_BYTES:
-        workers["texts"] = _TextMatcher(paths, lexicon_path, lexicon.sha256)
     reader = _Reader(pack=pack_records(paths))
+    # the text matcher works while the second core is free: from the start of a one-process read, else (a packed
+    # read has a helper of its own) from its end, through the edges phase
+    match_beside = not auto and _records_size(paths) > MATCH_HELPER_BYTES
+    if match_beside and not reader.pack:
+        workers["texts"] = _TextMatcher(paths, lexicon_path, lexicon.sha256)
     try:
         _read(reader, paths)
+        if match_beside and reader.pack:
+            workers["texts"] = _TextMatcher(paths, lexicon_path, lexicon.sha256)
         papers, remap = reader.merged()
         reader.seeds.extend({"type": "seed", "id": seed_key(s, papers, remap)} for s in seeds)
         mesh.merge_into_lexicon(lexicon, reader.mesh)   # tree numbers of "mesh" records join the lexicon's table
