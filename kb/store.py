@@ -424,6 +424,10 @@ class _Reader:
                 if len(self.waiting) >= _Codec.TRAIN_RECORDS:
                     self._pack_waiting()
         elif kind == "citation":
+            for field in ("citing", "cited", "cited_pmid", "cited_doi", "raw", "source"):
+                value = record.get(field)
+                if value is not None and not isinstance(value, (str, int) if field == "cited_pmid" else str):
+                    raise KbError(f"a citation record whose {field} is not a string: {str(value)[:80]}")
             self.citations.append(record)
         elif kind == "seed":
             self.seeds.append(record)

@@ -213,6 +213,14 @@ def test_cli_build_and_errors(tmp_path):
     assert sqlite_utils.Database(db)["papers"].count == 8
     result = runner.invoke(cli, ["build", "--data", str(tmp_path / "missing"), "--db", str(db)])
     assert result.exit_code != 0 and "not found" in result.output and "Traceback" not in result.output
+    # a citation record of the wrong shape (an object where a key belongs): one line, the database kept
+    bad = tmp_path / "bad"
+    shutil.copytree(FIXTURE, bad)
+    write_records(bad / "records" / "zz-citation.jsonl", [{"type": "citation", "citing": "pmid:1", "cited": {"pmid": "2"}}])
+    result = runner.invoke(cli, ["build", "--data", str(bad), "--db", str(db)])
+    assert result.exit_code != 0 and result.exception.__class__ is SystemExit
+    assert result.output.strip().endswith("a citation record whose cited is not a string: {'pmid': '2'}")
+    assert sqlite_utils.Database(db)["papers"].count == 8
 
 
 def test_cli_build_default_dataset_says_so(tmp_path, monkeypatch):
