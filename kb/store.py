@@ -1454,6 +1454,7 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
     conn.execute("INSERT INTO citation_sources (citing_id, cited_id, source) "
                  "SELECT c.citing_id, c.cited_id, j.value FROM citations AS c, json_each(c.sources) AS j")
     timings["citations"] = time.perf_counter() - t
+    t = time.perf_counter()
     n_citations = len(pairs)
     stub_raws = {k: stubs[k] for k in stub_ids if k in stubs}
     del pairs, stubs
