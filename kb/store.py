@@ -1259,7 +1259,10 @@ def _text_matcher(paths: list[str], lexicon_path: str | None, pipe):
                     hits[_record_key(record)] = found
         pipe.send((lexicon.sha256, hits))
     except BaseException:
-        pipe.send((None, None))
+        try:
+            pipe.send((None, None))
+        except OSError:                       # the build is gone: nobody to tell
+            pass
 
 
 class _FtsWorker:
