@@ -1,10 +1,12 @@
 """`kb build`: records (JSON Lines) -> one SQLite knowledge base, written atomically.
 
 The database is written to a temporary file beside the target and swapped in with os.replace, so a failed
-build leaves the previous database untouched. On large builds two helper processes work beside the row
-building: one computes the graph measures and writes paper_similarity to a file of its own, the other makes
-the full-text index from the papers rows in a file of its own; both are copied in whole (SQLite's transfer of
-identical tables), so the database is the same as a one-process build's. Same inputs, same table contents: rows are inserted sorted,
+build leaves the previous database untouched. On large builds helper processes work beside this one: one reads
+the same record files and runs the text side of concept matching (_TextMatcher) while the build reads and makes
+the edges; beside the row building, one computes the graph measures and writes paper_similarity to a file of its
+own, another makes the full-text index from the papers rows in a file of its own; both files are copied in whole
+(SQLite's transfer of identical tables), so the database is the same as a one-process build's. Same inputs,
+same table contents: rows are inserted sorted,
 every derived number is computed deterministically and no wall-clock time is stored.
 
 Merging: records of the same paper (same kb key, or a ``doi:`` key whose DOI a PMID-keyed paper also has —
