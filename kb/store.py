@@ -1075,7 +1075,12 @@ class _Rows:
         for m in mesh_list:
             name = m.get("name")
             qualifiers = m.get("qualifiers")
-            major = 1 if m.get("major") or any(q.get("major") for q in qualifiers or ()) else 0
+            major = 1 if m.get("major") else 0
+            if qualifiers and not major:          # a loop, not any(generator): one per heading adds up
+                for q in qualifiers:
+                    if q.get("major"):
+                        major = 1
+                        break
             if name:
                 mesh_names.append(name)
                 if major:
@@ -1156,7 +1161,9 @@ class _Rows:
             f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/" if pmid else None,
             f"https://doi.org/{doi}" if doi else None,
             None, None, None, None, None, None,
-            _jsonl(sorted(major_names)), _jsonl(pts), _jsonl(labels), _jsonl(kws), _jsonl(sorted(set(mesh_names))),
+            _jsonl(sorted(major_names)) if major_names else "[]", _jsonl(pts) if pts else "[]",
+            _jsonl(labels) if labels else "[]", _jsonl(kws) if kws else "[]",
+            _jsonl(sorted(set(mesh_names))) if mesh_names else "[]",
             p.get("abstract"),
             "; ".join(mesh_names) or None,
             "; ".join(kws) or None,
