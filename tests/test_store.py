@@ -298,8 +298,6 @@ def test_text_matches_from_the_helper_process_give_the_same_database(tmp_path, m
     ]
     data = tmp_path / "records"
     data.mkdir()
-    from kb.records import write_records
-
     write_records(data / "a.jsonl", records)
     alone, helped = tmp_path / "alone.db", tmp_path / "helped.db"
     build(record_files(data), alone)
@@ -314,9 +312,10 @@ def test_text_matches_from_the_helper_process_give_the_same_database(tmp_path, m
         "SELECT paper_id, group_concat(concept_id) FROM (SELECT * FROM paper_concepts ORDER BY 1, 2) GROUP BY 1"))
     assert concepts["pmid:1"] == "bone-marrow,leukemia" and concepts["doi:10.6/abc"] == "neuroblastoma"
 
+
 def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch):
-    # a failure while the helper processes work (graph measures, full-text index): they are waited for or
-    # stopped and their files removed; the old database stays
+    # a failure while the helper processes work (text matches, graph measures, full-text index): they are waited
+    # for or stopped and their files removed; the old database stays
     import kb.store
 
     target = tmp_path / "kb.db"
