@@ -242,7 +242,7 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
         u, v, cocit, coupl = compiled(0, n, *cocited[:4], *coupled[:4], stub, per_paper, per_stub)
         keys = np.minimum(u, v).astype(np.int64) * n + np.maximum(u, v)
         del u, v
-        keys, cocit, coupl = merge_pairs((keys, cocit, coupl))
+        keys, cocit, coupl = merge_pairs(keys, cocit, coupl)
         return keys, cocit.astype(np.int64), coupl.astype(np.int64)
     # candidate pairs per node (an upper bound: a partner met in several groups counts each time)
     work = np.zeros(n, dtype=np.int64)
@@ -293,7 +293,7 @@ def similar_pairs(n: int, src, dst, stub, max_fanout: int = MAX_FANOUT, per_pape
     for parts in (out_keys, out_coc, out_cpl):
         joined.append(np.concatenate(parts) if parts else empty)
         parts.clear()
-    return merge_pairs(tuple(joined))
+    return merge_pairs(*joined)
 
 
 def _node_choices(lo, hi, co_indptr, co_members, co_node_ptr, co_groups, cp_indptr, cp_members, cp_node_ptr,
@@ -368,23 +368,17 @@ def _node_choices(lo, hi, co_indptr, co_members, co_node_ptr, co_groups, cp_indp
     return out_u[:found], out_v[:found], out_coc[:found], out_cpl[:found]
 
 
-def merge_pairs(*results) -> tuple:
-    """(keys, cocitations, coupling) of several blocks of chosen pairs together: sorted, each pair once (a pair
-    chosen by both its papers comes twice, with the same counts)."""
-    empty = np.zeros(0, dtype=np.int64)
-    results = [r for r in results if len(r[0])]
-    if not results:
+def merge_pairs(keys, cocit, coupl) -> tuple:
+    """(keys, cocitations, coupling) of the chosen pairs: sorted, each pair once (a pair chosen by both its
+    papers comes twice, with the same counts)."""
+    if not len(keys):
+        empty = np.zeros(0, dtype=np.int64)
         return empty, empty, empty
-
-    def joined(i):                            # no copy of a single result's arrays
-        return np.concatenate([r[i] for r in results]) if len(results) > 1 else results[0][i]
-
-    keys = joined(0)
     order = np.argsort(keys, kind="stable")
     keys = keys[order]
     first = np.r_[True, keys[1:] != keys[:-1]]
     order = order[first]                      # the first of each pair's copies, in key order
-    return keys[first], joined(1)[order], joined(2)[order]
+    return keys[first], cocit[order], coupl[order]
 
 
 def _sorted_unique(values) -> np.ndarray:
