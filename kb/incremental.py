@@ -325,12 +325,10 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         # the whole graph: old edges (index arrays of the state) re-indexed over the new ids, plus the new ones
         t = time.perf_counter()
         ids = sorted(old_set | set(papers))
-        index = {k: i for i, k in enumerate(ids)}
-        old_to_new = np.fromiter((index[k] for k in old_ids), dtype=np.int64, count=len(old_ids))
-        src = np.concatenate([old_to_new[state["src"]],
-                              np.fromiter((index[a] for a, _b in pairs), dtype=np.int64, count=len(pairs))])
-        dst = np.concatenate([old_to_new[state["dst"]],
-                              np.fromiter((index[b] for _a, b in pairs), dtype=np.int64, count=len(pairs))])
+        index, new_src, new_dst = store._edge_index_arrays(ids, pairs)
+        old_to_new = np.fromiter(map(index.__getitem__, old_ids), dtype=np.int64, count=len(old_ids))
+        src = np.concatenate([old_to_new[state["src"]], new_src])
+        dst = np.concatenate([old_to_new[state["dst"]], new_dst])
         order = np.lexsort((dst, src))
         src, dst = src[order], dst[order]
         stub_mask = np.zeros(len(ids), dtype=bool)
