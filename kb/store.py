@@ -173,6 +173,8 @@ def _sha256(path: Path) -> str:
 
 def _jsonl(value) -> str:
     """A JSON column: compact, sorted keys (kb.records.dumps' text)."""
+    if type(value) is list and not value:       # the common empty list, without encoding it
+        return "[]"
     try:
         return dumps_bytes(value).decode("utf-8")
     except UnicodeEncodeError:  # a lone surrogate has no UTF-8 bytes; SQLite stores the text as it is
@@ -351,11 +353,6 @@ def _record(p) -> dict:
 def _records_size(paths) -> int:
     """The bytes of JSON in record files (gzip counted x5)."""
     return sum(p.stat().st_size * (5 if p.name.endswith(".gz") else 1) for p in paths)
-
-
-def pack_records(paths) -> bool:
-    """Whether a build from `paths` keeps its records pickled (_Packed): when their files are large."""
-    return _records_size(paths) > PACK_BYTES
 
 
 def _record_key(record: dict) -> str | None:
@@ -697,10 +694,11 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
     hashing = hasher.submit(lambda: [_sha256(p) for p in paths])
     hasher.shutdown(wait=False)
     workers: dict = {}                        # processes working beside this one (text matches, full-text index)
-    reader = _Reader(pack=pack_records(paths))
+    size = _records_size(paths)
+    reader = _Reader(pack=size > PACK_BYTES)    # large builds keep their records pickled (_Packed)
     # the text matcher works while the second core is free: from the start of a one-process read, else (a packed
     # read has a helper of its own) from its end, through the edges phase
-    match_beside = not auto and _records_size(paths) > MATCH_HELPER_BYTES
+    match_beside = not auto and size > MATCH_HELPER_BYTES
     if match_beside and not reader.pack:
         workers["texts"] = _TextMatcher(paths, lexicon_path, lexicon.sha256)
     try:
@@ -1161,9 +1159,7 @@ class _Rows:
             f"https://pubmed.ncbi.nlm.nih.gov/{pmid}/" if pmid else None,
             f"https://doi.org/{doi}" if doi else None,
             None, None, None, None, None, None,
-            _jsonl(sorted(major_names)) if major_names else "[]", _jsonl(pts) if pts else "[]",
-            _jsonl(labels) if labels else "[]", _jsonl(kws) if kws else "[]",
-            _jsonl(sorted(set(mesh_names))) if mesh_names else "[]",
+            _jsonl(sorted(major_names)), _jsonl(pts), _jsonl(labels), _jsonl(kws), _jsonl(sorted(set(mesh_names))),
             p.get("abstract"),
             "; ".join(mesh_names) or None,
             "; ".join(kws) or None,
