@@ -181,6 +181,53 @@ def _merged_edge(pair, new, old_raw, old_sources_json):
     return raw, sources[0], _jsonl(sorted(sources)), sorted(new)
 
 
+def _flush(path: Path):
+    """Write a file's pages to disk (fdatasync), in a thread beside the build: ext4 otherwise allocates and
+    writes the delayed blocks of a file renamed over another inside the rename call (~0.3 s per GB here; a
+    full build's file has been written back by then)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fdatasync(fd)
+    finally:
+        os.close(fd)
+
+
+def _changed_measures(old_ids, old_columns, old_to_new, new_columns, index, rewritten):
+    """UPDATE parameters of the papers whose measure columns changed, grouped by the columns that did (an index
+    of a column that is set is rewritten even when its value stays: PageRank moves nearly everywhere, the
+    others rarely): [(column positions, [(*values, id)])]. The papers in `rewritten` (inserted by this
+    build, measures null) get all of theirs. The comparisons run column by column in C: ~0.15 s less at 116k."""
+    import operator
+    from operator import itemgetter
+
+    import numpy as np
+
+    from .store import MEASURE_COLUMNS
+
+    moved = list(map(new_columns.__getitem__, old_to_new.tolist()))   # the new values of the old papers
+    values = [list(map(itemgetter(j), moved)) for j in range(len(MEASURE_COLUMNS))]
+    mask = np.zeros(len(old_ids), dtype=np.int64)
+    for j, column in enumerate(values):
+        differs = np.fromiter(map(operator.ne, map(itemgetter(j), old_columns), column), dtype=bool,
+                              count=len(old_ids))
+        mask |= differs.astype(np.int64) << j
+    if rewritten:
+        mask[[i for i, k in enumerate(old_ids) if k in rewritten]] = 0
+    groups: dict = {}
+    for bits in np.unique(mask).tolist():
+        if bits:
+            rows = np.flatnonzero(mask == bits).tolist()
+            which = tuple(j for j in range(len(values)) if bits >> j & 1)
+            groups[which] = list(zip(*(map(values[j].__getitem__, rows) for j in which),
+                                     map(old_ids.__getitem__, rows)))
+    for k in sorted(rewritten):
+        new = new_columns[index[k]]
+        which = tuple(j for j, v in enumerate(new) if v is not None)
+        if which:
+            groups.setdefault(which, []).append((*(new[j] for j in which), k))
+    return sorted(groups.items())
+
+
 def build_incremental(paths, db_path, lexicon_path=None, progress=None, seeds=()) -> dict:
     """Add the records that are new since the last build to the database (see the module docstring);
     raises Fallback (nothing written) when only a full build gives the right result."""
@@ -188,14 +235,19 @@ def build_incremental(paths, db_path, lexicon_path=None, progress=None, seeds=()
 
     enabled = gc.isenabled()
     gc.disable()
+    pools: list = []                          # graph helper processes, started early by _build_incremental
     try:
-        return _build_incremental([Path(p) for p in paths], Path(db_path), lexicon_path, progress, seeds)
+        return _build_incremental([Path(p) for p in paths], Path(db_path), lexicon_path, progress, seeds, pools)
+    except BaseException:
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        raise
     finally:
         if enabled:
             gc.enable()
 
 
-def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
+def _build_incremental(paths, db_path, lexicon_path, progress, seeds, pools) -> dict:
     import shutil
     import sqlite3
     import time
@@ -228,6 +280,8 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
     hashes, parts = new_parts(state, paths)
     if not parts:
         raise Fallback("no new records")
+    if len(state["src"]) >= store.PARALLEL_MIN_EDGES:
+        pools.extend(store._measure_pools(2, warm=True))      # ready when the graph is (see _measure_pools)
 
     reader = store._Reader()
     for path, offset in parts:
@@ -319,7 +373,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     copying = ThreadPoolExecutor(1)
     copied = copying.submit(shutil.copyfile, db_path, tmp)
-    copying.shutdown(wait=False)
+    flushed = None
     conn = None
     try:
         # the whole graph: old edges (index arrays of the state) re-indexed over the new ids, plus the new ones
@@ -335,7 +389,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         stub_mask[[index[k] for k in stub_ids]] = True
         seeds_idx = sorted(index[k] for k in state["seeds"])
         # this process has little else to do: the communities and the other measures in two processes at once
-        measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, processes=2)
+        measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, processes=2, pools=pools)
 
         # the new rows, by the full build's code, with the aggregates' first-paper-wins state
         rows = store._Rows(lexicon, state["seeds"], state["journals"], state["authors"], state["descriptors"])
@@ -378,6 +432,13 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         store._load_rows(conn, "paper_coverage", store._coverage_rows(state["coverage"], remap, everything))
         conn.execute("DELETE FROM similar_articles")
         store._load_rows(conn, "similar_articles", store._similar_rows(state["similar"], remap, everything))
+        # the copy's pages to disk meanwhile: ext4 writes them anyway, inside the final rename (~0.3 s at 116k)
+        flushed = copying.submit(_flush, tmp)
+        copying.shutdown(wait=False)
+        # the new papers rows, their graph measures set with the others' when they come
+        store._load_rows(conn, "papers", rows.papers)
+        counts = {table: conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]
+                  for table in ("authors", "journals", "mesh_descriptors", "paper_concepts")}
         # the statistics of the tables written in full by now, while the graph helpers work (the rest at the end)
         t = time.perf_counter()
         analyzed = [table for table in store.SCHEMA if table not in MEASURED_TABLES]
@@ -388,25 +449,15 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         measures = measures_result()
         timings["wait_graph"] = time.perf_counter() - t
         t = time.perf_counter()
-        store._load_rows(conn, "papers", rows.paper_rows(measures, index))
-        # measures of the papers already there: only the rows whose values changed, without re-indexing
-        # their text (the FTS update trigger is set aside meanwhile)
+        # the measures of every paper whose values changed (the new ones: all, over their nulls), without
+        # re-indexing their text (the FTS update trigger is set aside meanwhile)
         trigger = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND name = 'papers_au'"
                                ).fetchone()
         if trigger:
             conn.execute("DROP TRIGGER papers_au")
-        # each row sets only the columns that changed: an index of a column set is rewritten even when its value
-        # stays (PageRank moves nearly everywhere, the other five rarely)
-        old_columns = state["measures"]["columns"]
-        new_columns = measures["columns"]
-        by_columns: dict = {}
-        for i, k in enumerate(old_ids):
-            old, new = old_columns[i], new_columns[index[k]]
-            if old != new and k not in papers:
-                which = tuple(j for j, (a, b) in enumerate(zip(old, new)) if a != b)
-                by_columns.setdefault(which, []).append((*(new[j] for j in which), k))
-        for which, changed in sorted(by_columns.items()):
-            conn.executemany(f"UPDATE papers SET {', '.join(graph.MEASURE_COLUMNS[j] + ' = ?' for j in which)} "
+        for columns, changed in _changed_measures(old_ids, state["measures"]["columns"], old_to_new,
+                                                  measures["columns"], index, papers):
+            conn.executemany(f"UPDATE papers SET {', '.join(graph.MEASURE_COLUMNS[j] + ' = ?' for j in columns)} "
                              f"WHERE id = ?", changed)
         if trigger:
             conn.execute(trigger[0])
@@ -443,13 +494,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         summary["similar_pairs"] = len(new_keys)
         counts = {
             "papers": len(ids), "resolved_papers": len(ids) - len(stub_ids), "stub_papers": len(stub_ids),
-            "citations": len(src),
-            "authors": conn.execute("SELECT count(*) FROM authors").fetchone()[0],
-            "journals": conn.execute("SELECT count(*) FROM journals").fetchone()[0],
-            "mesh_descriptors": conn.execute("SELECT count(*) FROM mesh_descriptors").fetchone()[0],
-            "paper_concepts": conn.execute("SELECT count(*) FROM paper_concepts").fetchone()[0],
-            "seeds": len(state["seeds"]), "deleted": len(deleted)}
-        counts.update(summary)
+            "citations": len(src), **counts, "seeds": len(state["seeds"]), "deleted": len(deleted), **summary}
         hashes = [h or store._sha256(p) for p, h in zip(paths, hashes)]
         origins = dict(state["origins"])
         for k, v in reader.origins.items():
@@ -457,6 +502,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds) -> dict:
         meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes)
         store._write_meta(db, conn, meta, analyzed)
         conn.close()
+        flushed.result()
         os.replace(tmp, db_path)
     except BaseException:
         try:

@@ -766,8 +766,7 @@ def _stop_workers(workers: dict):
     for name in ("texts", "fts"):
         if workers.get(name) is not None:
             workers[name].close()
-    pool = getattr(workers.get("measures"), "pool", None)
-    if pool is not None:                      # the graph helper may still be writing its file
+    for pool in getattr(workers.get("measures"), "pools", ()):   # a graph helper may still be writing its file
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -1399,30 +1398,47 @@ def _edge_index_arrays(ids, pairs):
 PARALLEL_MIN_EDGES = 100_000     # above this, the graph measures run in other processes beside the row building
 
 
-def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_file: Path | None = None):
-    """Start computing the graph measures: on large graphs in `processes` fresh processes (2: communities in
-    one, the other measures in the other), while this one makes the rows; else here. Returns a function
-    giving the result. The results do not depend on where they were computed. With `similarity_file`, a
-    helper process also writes the paper_similarity table there (graph.write_similarity_file)."""
-    from . import graph
-
-    if len(src) < PARALLEL_MIN_EDGES:
-        return lambda: graph.compute_measures(ids, src, dst, seeds, stub)
+def _measure_pools(processes: int, warm: bool = False) -> list:
+    """`processes` helper processes for _start_measures (spawned, not forked: a helper holds only the arrays it
+    is given, not a copy of the build's records), each a pool of one so that each task has its own. `warm`:
+    each loads its modules and compiled loops now (graph.warm_up), while the build still reads: an incremental
+    build's graph is ready in ~0.5 s, and a cold helper needs ~1 s before it starts."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # spawned, not forked: a helper holds only the arrays it is given, not a copy of the build's records
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
-    rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
-                       similarity_file=similarity_file)
-    numbers = pool.submit(graph.community_numbers, len(ids), src, dst)
+    from . import graph
+
+    context = multiprocessing.get_context("spawn")
+    pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(processes)]
+    if warm:
+        for pool in pools:
+            pool.submit(graph.warm_up)
+    return pools
+
+
+def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_file: Path | None = None,
+                    pools: list | None = None):
+    """Start computing the graph measures: on large graphs in helper processes (`pools`, else `processes` new
+    ones: with 2, communities in one, the other measures in the other), while this one makes the rows; else
+    here. Returns a function giving the result. The results do not depend on where they were computed. With
+    `similarity_file`, a helper process also writes the paper_similarity table there (graph.write_similarity_file)."""
+    from . import graph
+
+    if len(src) < PARALLEL_MIN_EDGES:
+        for pool in pools or ():
+            pool.shutdown(wait=False, cancel_futures=True)
+        return lambda: graph.compute_measures(ids, src, dst, seeds, stub)
+    pools = pools or _measure_pools(processes)
+    rest = pools[0].submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
+                           similarity_file=similarity_file)
+    numbers = pools[-1].submit(graph.community_numbers, len(ids), src, dst)
 
     def result():
-        try:
-            return graph.with_communities(rest.result(), numbers.result())
-        finally:
-            pool.shutdown(wait=True)
-    result.pool = pool                        # a failed build waits for it (and then removes its file)
+        measures = graph.with_communities(rest.result(), numbers.result())
+        for pool in pools:            # done: the helpers exit on their own, meanwhile
+            pool.shutdown(wait=False)
+        return measures
+    result.pools = pools                      # a failed build waits for them (and then removes their file)
     return result
 
 

@@ -231,3 +231,52 @@ def test_full_records_with_ref_keys(tmp_path, records):
     assert build_incremental(record_files(data), inc)["incremental"]
     build(record_files(data), full)
     assert differences(inc, full) == []
+
+
+def test_interrupted_large_build_ends_its_helpers(tmp_path, records, monkeypatch):
+    # the graph helpers start before the new records are read (warmed meanwhile): a build that fails after
+    # that ends them, and leaves the database as it was
+    import multiprocessing
+    import time
+
+    import kb.store
+
+    monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
+    data = write_a(tmp_path / "records", records)
+    db = tmp_path / "kb.db"
+    build(record_files(data), db)
+    before = db.read_bytes()
+    write_records(data / "c-new.jsonl", records[2])
+
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(kb.store._Rows, "add", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            build_incremental(record_files(data), db)
+    assert db.read_bytes() == before
+    deadline = time.monotonic() + 60
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert multiprocessing.active_children() == []
+
+
+def test_changed_measures_grouped_by_the_columns_that_changed():
+    import numpy as np
+
+    from kb.incremental import _changed_measures
+
+    old_ids = ["a", "b", "c", "d"]
+    old = [(1, 0, 0.5, 0, 1, 1), (0, 1, 0.25, 1, 1, 1), (0, 0, 0.25, None, 2, 2), (0, 0, 0.1, None, 3, 3)]
+    ids = ["a", "b", "c", "d", "e"]            # "e" is new; "d" was rewritten by the build (a stub made real)
+    new = [(1, 0, 0.4, 0, 1, 1), (0, 1, 0.25, 1, 1, 1), (0, 0, 0.2, 2, 2, 1), (1, 0, 0.1, None, 3, 3),
+           (0, 1, 0.05, None, 4, 4)]
+    index = {k: i for i, k in enumerate(ids)}
+    old_to_new = np.array([index[k] for k in old_ids])
+    groups = _changed_measures(old_ids, old, old_to_new, new, index, {"d", "e"})
+    assert groups == [
+        ((0, 1, 2, 4, 5), [(1, 0, 0.1, 3, 3, "d"), (0, 1, 0.05, 4, 4, "e")]),   # every column that is not null
+        ((2,), [(0.4, "a")]),
+        ((2, 3, 5), [(0.2, 2, 1, "c")]),
+    ]
