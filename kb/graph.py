@@ -30,6 +30,7 @@ import json
 import random
 from operator import itemgetter
 from collections import deque
+from typing import TYPE_CHECKING
 
 try:                  # the C counting loop behind collections.Counter, without Counter's per-call overhead
     from collections import _count_elements
@@ -39,8 +40,10 @@ except ImportError:   # pragma: no cover
         for elem in iterable:
             mapping[elem] = get(elem, 0) + 1
 
-import networkx as nx
 import numpy as np
+
+if TYPE_CHECKING:   # networkx is imported where it is used: a graph helper process needs numpy alone (~0.1 s less)
+    import networkx as nx
 
 PAGERANK_ALPHA = 0.85
 COMMUNITY_SEED = 42
@@ -708,6 +711,8 @@ def community_numbers(n: int, src, dst, seed: int = COMMUNITY_SEED) -> tuple:
     dst = np.asarray(dst, dtype=np.int64)
     undirected = len(_sorted_unique(np.minimum(src, dst) * n + np.maximum(src, dst)))
     if undirected <= NX_LOUVAIN_MAX_EDGES:
+        import networkx as nx
+
         graph = nx.Graph()
         graph.add_nodes_from(range(n))
         graph.add_edges_from(zip(src.tolist(), dst.tolist()))
@@ -726,9 +731,6 @@ def with_communities(measures: dict, numbers: tuple) -> dict:
     measures["columns"] = [c[:5] + (community[i],) for i, c in enumerate(measures["columns"])]
     measures["summary"].update(communities=found, community_method=method)
     return measures
-
-
-from .store import MEASURE_COLUMNS  # noqa: E402  (the papers columns of compute_measures' "columns", in order)
 
 
 def similarity_rows(ids, measures: dict):
@@ -795,6 +797,8 @@ def copy_similarity_file(conn, measures: dict) -> dict:
 def store_measures(db, *, measures: dict | None = None, ids=None, **options) -> dict:
     """Store paper_similarity (and, when `measures` is not given, compute every measure from the citations
     table and update the papers' measure columns); returns the summary."""
+    from .store import MEASURE_COLUMNS
+
     conn = _conn(db)
     if measures is None:
         ids, src, dst = _edge_arrays(conn)
@@ -858,6 +862,8 @@ def _clean(attrs: dict) -> dict:
 
 def citation_graph(db) -> nx.DiGraph:
     """The citation graph: papers (with their measures and concepts) and citations (attribute origin = the citation source)."""
+    import networkx as nx
+
     conn = _conn(db)
     g = nx.DiGraph()
     cols = ", ".join(PAPER_ATTRS)
@@ -881,6 +887,8 @@ def _short_label(attrs: dict) -> str:
 
 def concept_graph(db) -> nx.Graph:
     """The concept co-occurrence graph: weight = papers carrying both, strength = association strength."""
+    import networkx as nx
+
     conn = _conn(db)
     g = nx.Graph()
     for cid, label, count, first, last in conn.execute(
@@ -894,6 +902,8 @@ def concept_graph(db) -> nx.Graph:
 
 def paper_concept_graph(db) -> nx.Graph:
     """The bipartite paper-concept graph (node attribute bipartite: 0 = paper, 1 = concept)."""
+    import networkx as nx
+
     conn = _conn(db)
     g = nx.Graph()
     for cid, label in conn.execute("SELECT id, label FROM concepts ORDER BY id"):

@@ -256,7 +256,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, pools) -> 
     import numpy as np
     import sqlite_utils
 
-    from . import graph, mesh, store
+    from . import mesh, store
     from .concepts import load_lexicon
 
     say = progress or (lambda message: None)
@@ -457,7 +457,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, pools) -> 
             conn.execute("DROP TRIGGER papers_au")
         for columns, changed in _changed_measures(old_ids, state["measures"]["columns"], old_to_new,
                                                   measures["columns"], index, papers):
-            conn.executemany(f"UPDATE papers SET {', '.join(graph.MEASURE_COLUMNS[j] + ' = ?' for j in columns)} "
+            conn.executemany(f"UPDATE papers SET {', '.join(store.MEASURE_COLUMNS[j] + ' = ?' for j in columns)} "
                              f"WHERE id = ?", changed)
         if trigger:
             conn.execute(trigger[0])
