@@ -1410,9 +1410,9 @@ def _measure_pools(processes: int, warm: bool = False) -> list:
 
     context = multiprocessing.get_context("spawn")
     pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(processes)]
-    if warm:
-        for pool in pools:
-            pool.submit(graph.warm_up)
+    if warm:                                  # the first computes the similar pairs, the last the communities
+        for i, pool in enumerate(pools):
+            pool.submit(graph.warm_up, pairs=i == 0, communities=i == processes - 1)
     return pools
 
 
