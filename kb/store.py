@@ -1004,7 +1004,7 @@ class _Rows:
         self.concept_labels = {c.id: c.label for c in lexicon.concepts}
         self.concept_terms = {c.id: "; ".join(search_terms(c)) for c in lexicon.concepts}
         self.concept_counts: dict[str, int] = {}
-        self.inserted = 0                        # papers rows inserted by flush(papers=True)
+        self.inserted = 0                        # papers rows inserted by flush
         self.texts: dict | None = None           # text_hits by key, made by a _TextMatcher (None: made here)
         self.own_texts: set = set()              # keys whose text_hits are made here all the same (merged papers)
 
@@ -1165,32 +1165,23 @@ class _Rows:
             "; ".join(names + fore_names) or None,
             "; ".join(terms) or None))
 
-    def flush(self, conn, papers: bool = False, fts=None):
-        """Insert the per-paper table rows gathered so far; with `papers`, the papers rows too, their graph
-        measures left null (see store_paper_measures), else they wait for paper_rows; `fts` (an _FtsWorker)
-        gets their full-text columns (rowid = insertion order)."""
-        if papers:
-            _load_rows(conn, "papers", self.papers)
-            if fts is not None:
-                first = self.inserted + 1
-                fts.send([(rowid, *(row[i] for i in FTS_POSITIONS)) for rowid, row in enumerate(self.papers, first)])
-            self.inserted += len(self.papers)
-            self.papers.clear()
+    def flush(self, conn, fts=None):
+        """Insert the rows gathered so far, the papers rows with their graph measures left null (see
+        store_paper_measures); `fts` (an _FtsWorker) gets their full-text columns (rowid = insertion order)."""
+        _load_rows(conn, "papers", self.papers)
+        if fts is not None:
+            first = self.inserted + 1
+            fts.send([(rowid, *(row[i] for i in FTS_POSITIONS)) for rowid, row in enumerate(self.papers, first)])
+        self.inserted += len(self.papers)
+        self.papers.clear()
         for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
                             ("publication_types", self.pt), ("paper_concepts", self.pc)):
             _load_rows(conn, table, rows)
             rows.clear()
 
-    def paper_rows(self, measures: dict, index: dict):
-        """papers rows with their graph measures: hop and the five measure columns filled in."""
-        columns = measures["columns"]
-        m, after = PAPER_MEASURES, PAPER_MEASURES + len(MEASURE_COLUMNS)
-        for row in self.papers:
-            yield row[:m] + columns[index[row[0]]] + row[after:]
-
     @staticmethod
     def store_paper_measures(conn, measures: dict):
-        """The graph measures of papers rows inserted by flush(papers=True), in order (rowid = index + 1)."""
+        """The graph measures of the papers rows inserted by flush, in order (rowid = index + 1)."""
         conn.executemany(f"UPDATE papers SET {', '.join(c + ' = ?' for c in MEASURE_COLUMNS)} WHERE rowid = ?",
                          (cols + (i,) for i, cols in enumerate(measures["columns"], 1)))
 
@@ -1499,9 +1490,9 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
         rows.add(key, _record(papers[key]))
         papers[key] = None                    # the record is done with: free it
         if n % 5000 == 0:
-            rows.flush(conn, papers=True, fts=fts)
+            rows.flush(conn, fts=fts)
             _release_memory()
-    rows.flush(conn, papers=True, fts=fts)
+    rows.flush(conn, fts=fts)
     if fts is not None:
         fts.done()
     _release_memory()
