@@ -184,12 +184,16 @@ def _merged_edge(pair, new, old_raw, old_sources_json):
 def _flush(path: Path):
     """Write a file's pages to disk (fdatasync), in a thread beside the build: ext4 otherwise allocates and
     writes the delayed blocks of a file renamed over another inside the rename call (~0.3 s per GB here; a
-    full build's file has been written back by then)."""
-    fd = os.open(path, os.O_RDONLY)
+    full build's file has been written back by then). Only a speed-up: a system that refuses it changes
+    nothing."""
     try:
-        os.fdatasync(fd)
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            getattr(os, "fdatasync", os.fsync)(fd)        # macOS and Windows have fsync alone
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
 
 
 def _changed_measures(old_ids, old_columns, old_to_new, new_columns, index, rewritten):
