@@ -690,19 +690,18 @@ def compute_measures(ids, src, dst, seeds, stub, *, max_fanout: int = MAX_FANOUT
     return measures
 
 
-def warm_up(pairs: bool = True, communities: bool = True):
-    """Load the compiled loops of similar_pairs and of louvain (numba's on-disk cache: ~0.5 and ~0.1 s at the
-    first call) by running them on a tiny graph, with the argument types of a real one: a helper process started
-    before its graph is ready (an incremental build's) does it meanwhile, for the measures it will compute."""
+def warm_up():
+    """Load the compiled loops of similar_pairs and louvain (numba's on-disk cache: ~0.5 s at the first call in
+    a process) by running them on a tiny graph, with the argument types of a real one: an incremental build
+    does it in a thread while it reads the new records."""
     src = np.array([0, 0, 1, 2], dtype=np.int64)
     dst = np.array([1, 2, 2, 3], dtype=np.int64)
     n = 4
-    choices = _compiled("choices", _node_choices) if pairs else None
+    choices = _compiled("choices", _node_choices)
     if choices is not None:
         cocited, coupled = _memberships(src, dst, n, MAX_FANOUT)
         choices(0, n, *cocited[:4], *coupled[:4], np.zeros(n, dtype=bool), SIMILAR_PER_PAPER, SIMILAR_PER_STUB)
-    if communities:
-        louvain(n, src, dst)
+    louvain(n, src, dst)
 
 
 def community_numbers(n: int, src, dst, seed: int = COMMUNITY_SEED) -> tuple:

@@ -238,21 +238,21 @@ def build_incremental(paths, db_path, lexicon_path=None, progress=None, seeds=()
     raises Fallback (nothing written) when only a full build gives the right result."""
     import gc
 
+    from concurrent.futures import ThreadPoolExecutor
+
     enabled = gc.isenabled()
     gc.disable()
-    pools: list = []                          # graph helper processes, started early by _build_incremental
+    # the graph measures of a large KB, in two threads of this process (see store._start_measures)
+    threads = ThreadPoolExecutor(2, thread_name_prefix="kb-graph")
     try:
-        return _build_incremental([Path(p) for p in paths], Path(db_path), lexicon_path, progress, seeds, pools)
-    except BaseException:
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
-        raise
+        return _build_incremental([Path(p) for p in paths], Path(db_path), lexicon_path, progress, seeds, threads)
     finally:
+        threads.shutdown(wait=False, cancel_futures=True)
         if enabled:
             gc.enable()
 
 
-def _build_incremental(paths, db_path, lexicon_path, progress, seeds, pools) -> dict:
+def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -> dict:
     import shutil
     import sqlite3
     import time
@@ -286,7 +286,9 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, pools) -> 
     if not parts:
         raise Fallback("no new records")
     if len(state["src"]) >= store.PARALLEL_MIN_EDGES:
-        pools.extend(store._measure_pools(2, warm=True))      # ready when the graph is (see _measure_pools)
+        from . import graph
+
+        threads.submit(graph.warm_up)         # numba's loops loaded while the new records are read
 
     reader = store._Reader()
     for path, offset in parts:
@@ -393,8 +395,8 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, pools) -> 
         stub_mask = np.zeros(len(ids), dtype=bool)
         stub_mask[[index[k] for k in stub_ids]] = True
         seeds_idx = sorted(index[k] for k in state["seeds"])
-        # this process has little else to do: the communities and the other measures in two processes at once
-        measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, processes=2, pools=pools)
+        # the communities and the other measures in two threads at once, beside the new rows and their loads
+        measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, threads=threads)
 
         # the new rows, by the full build's code, with the aggregates' first-paper-wins state
         rows = store._Rows(lexicon, state["seeds"], state["journals"], state["authors"], state["descriptors"])
@@ -444,7 +446,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, pools) -> 
         store._load_rows(conn, "papers", rows.papers)
         counts = {table: conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]
                   for table in ("authors", "journals", "mesh_descriptors", "paper_concepts")}
-        # the statistics of the tables written in full by now, while the graph helpers work (the rest at the end)
+        # the statistics of the tables written in full by now, while the graph threads work (the rest at the end)
         t = time.perf_counter()
         analyzed = [table for table in store.SCHEMA if table not in MEASURED_TABLES]
         for table in analyzed:

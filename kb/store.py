@@ -1389,47 +1389,39 @@ def _edge_index_arrays(ids, pairs):
 PARALLEL_MIN_EDGES = 100_000     # above this, the graph measures run in other processes beside the row building
 
 
-def _measure_pools(processes: int, warm: bool = False) -> list:
-    """`processes` helper processes for _start_measures (spawned, not forked: a helper holds only the arrays it
-    is given, not a copy of the build's records), each a pool of one so that each task has its own. `warm`:
-    each loads its modules and compiled loops now (graph.warm_up), while the build still reads: an incremental
-    build's graph is ready in ~0.5 s, and a cold helper needs ~1 s before it starts."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    from . import graph
-
-    context = multiprocessing.get_context("spawn")
-    pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(processes)]
-    if warm:                                  # the first computes the similar pairs, the last the communities
-        for i, pool in enumerate(pools):
-            pool.submit(graph.warm_up, pairs=i == 0, communities=i == processes - 1)
-    return pools
-
-
 def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_file: Path | None = None,
-                    pools: list | None = None):
-    """Start computing the graph measures: on large graphs in helper processes (`pools`, else `processes` new
-    ones: with 2, communities in one, the other measures in the other), while this one makes the rows; else
-    here. Returns a function giving the result. The results do not depend on where they were computed. With
-    `similarity_file`, a helper process also writes the paper_similarity table there (graph.write_similarity_file)."""
+                    threads=None):
+    """Start computing the graph measures: on large graphs beside the build, in `processes` fresh processes
+    (with 2: communities in one, the other measures in the other) while this one makes the rows, or in the
+    `threads` executor given (an incremental build: numba's loops let go of the GIL, and threads spare the
+    processes' start, imports and pickling, ~1.5 s of CPU at 116k); else here. Returns a function giving the
+    result. The results do not depend on where they were computed. With `similarity_file`, the helper also
+    writes the paper_similarity table there (graph.write_similarity_file)."""
     from . import graph
 
     if len(src) < PARALLEL_MIN_EDGES:
-        for pool in pools or ():
-            pool.shutdown(wait=False, cancel_futures=True)
         return lambda: graph.compute_measures(ids, src, dst, seeds, stub)
-    pools = pools or _measure_pools(processes)
+    if threads is not None:
+        pools = [threads]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # spawned, not forked: a helper holds only the arrays it is given, not a copy of the build's records;
+        # a pool of one per process, so that each task has its own
+        context = multiprocessing.get_context("spawn")
+        pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(processes)]
     rest = pools[0].submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
                            similarity_file=similarity_file)
     numbers = pools[-1].submit(graph.community_numbers, len(ids), src, dst)
 
     def result():
         measures = graph.with_communities(rest.result(), numbers.result())
-        for pool in pools:            # done: the helpers exit on their own, meanwhile
-            pool.shutdown(wait=False)
+        if threads is None:
+            for pool in pools:        # done: the helpers exit on their own, meanwhile
+                pool.shutdown(wait=False)
         return measures
-    result.pools = pools                      # a failed build waits for them (and then removes their file)
+    result.pools = pools if threads is None else []     # a failed build waits for them (and removes their file)
     return result
 
 

@@ -128,9 +128,10 @@ def test_appended_lines_equal_full_build(tmp_path, records):
 
 
 def test_large_build_path_equals_full_build(tmp_path, records, monkeypatch):
-    # above PARALLEL_MIN_EDGES the measures come from helper processes (in an incremental build: two, the
-    # communities in one) and the full build's full-text index and paper_similarity from files of their own:
-    # forced here on the small KB, the incremental database still equals a full build's
+    # above PARALLEL_MIN_EDGES the measures are computed beside the build (a full build: in a helper process,
+    # an incremental one: in two threads, the communities in one) and the full build's full-text index and
+    # paper_similarity come from files of their own: forced here on the small KB, the incremental database
+    # still equals a full build's
     import kb.store
 
     monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
@@ -233,10 +234,10 @@ def test_full_records_with_ref_keys(tmp_path, records):
     assert differences(inc, full) == []
 
 
-def test_interrupted_large_build_ends_its_helpers(tmp_path, records, monkeypatch):
-    # the graph helpers start before the new records are read (warmed meanwhile): a build that fails after
-    # that ends them, and leaves the database as it was
-    import multiprocessing
+def test_interrupted_large_build_ends_its_graph_threads(tmp_path, records, monkeypatch):
+    # on a large KB the graph measures run in threads started before the new records are read (numba's loops
+    # loaded meanwhile): a build that fails after that leaves the database as it was and no thread behind
+    import threading
     import time
 
     import kb.store
@@ -256,10 +257,14 @@ def test_interrupted_large_build_ends_its_helpers(tmp_path, records, monkeypatch
         with pytest.raises(KeyboardInterrupt):
             build_incremental(record_files(data), db)
     assert db.read_bytes() == before
+
+    def graph_threads():
+        return [t for t in threading.enumerate() if t.name.startswith("kb-graph")]
+
     deadline = time.monotonic() + 60
-    while multiprocessing.active_children() and time.monotonic() < deadline:
+    while graph_threads() and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert multiprocessing.active_children() == []
+    assert graph_threads() == []
 
 
 def test_changed_measures_grouped_by_the_columns_that_changed():
