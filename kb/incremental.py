@@ -237,7 +237,6 @@ def build_incremental(paths, db_path, lexicon_path=None, progress=None, seeds=()
     """Add the records that are new since the last build to the database (see the module docstring);
     raises Fallback (nothing written) when only a full build gives the right result."""
     import gc
-
     from concurrent.futures import ThreadPoolExecutor
 
     enabled = gc.isenabled()

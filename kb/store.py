@@ -1394,7 +1394,7 @@ def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_f
     """Start computing the graph measures: on large graphs beside the build, in `processes` fresh processes
     (with 2: communities in one, the other measures in the other) while this one makes the rows, or in the
     `threads` executor given (an incremental build: numba's loops let go of the GIL, and threads spare the
-    processes' start, imports and pickling, ~1.5 s of CPU at 116k); else here. Returns a function giving the
+    processes' start, imports and pickling, ~1.2 s of CPU at 116k); else here. Returns a function giving the
     result. The results do not depend on where they were computed. With `similarity_file`, the helper also
     writes the paper_similarity table there (graph.write_similarity_file)."""
     from . import graph
