@@ -233,6 +233,33 @@ def _changed_measures(old_ids, old_columns, old_to_new, new_columns, index, rewr
     return sorted(groups.items())
 
 
+def _changed_pairs(old_measures, measures, old_to_new, ids) -> tuple[list, list]:
+    """paper_similarity's changes: the (paper_a, paper_b) pairs that went, and the rows of the pairs that are
+    new or whose counts changed (keys a*n+b over the old ids re-indexed over the new ones, as the measures')."""
+    import numpy as np
+
+    n_old, n = len(old_to_new), len(ids)
+    ok = old_measures["pair_keys"]
+    old_keys = old_to_new[ok // n_old] * n + old_to_new[ok % n_old] if n_old else ok
+    old_val = np.stack([old_measures["cocitations"], old_measures["coupling"]], axis=1) if len(ok) else \
+        np.zeros((0, 2))
+    new_keys = measures["pair_keys"]
+    new_val = np.stack([measures["cocitations"], measures["coupling"]], axis=1) if len(new_keys) else \
+        np.zeros((0, 2))
+    pos = np.searchsorted(new_keys, old_keys)
+    pos_c = np.minimum(pos, max(len(new_keys) - 1, 0))
+    kept = (len(new_keys) > 0) & (new_keys[pos_c] == old_keys) if len(old_keys) else np.zeros(0, dtype=bool)
+    gone = old_keys[~kept]
+    same = np.zeros(len(new_keys), dtype=bool)
+    if len(old_keys):
+        same[pos_c[kept]] = np.all(new_val[pos_c[kept]] == old_val[kept], axis=1)
+    write = ~same
+    wk = new_keys[write]
+    return ([(ids[a], ids[b]) for a, b in zip((gone // n).tolist(), (gone % n).tolist())],
+            list(zip((ids[a] for a in (wk // n).tolist()), (ids[b] for b in (wk % n).tolist()),
+                     measures["cocitations"][write].tolist(), measures["coupling"][write].tolist())))
+
+
 def build_incremental(paths, db_path, lexicon_path=None, progress=None, seeds=()) -> dict:
     """Add the records that are new since the last build to the database (see the module docstring);
     raises Fallback (nothing written) when only a full build gives the right result."""
@@ -397,6 +424,13 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         # the communities and the other measures in two threads at once, beside the new rows and their loads
         measures_result = store._start_measures(ids, src, dst, seeds_idx, stub_mask, threads=threads)
 
+        def changes():                        # ...and what changed, in a thread as they come
+            measures = measures_result()
+            return (measures, _changed_measures(old_ids, state["measures"]["columns"], old_to_new,
+                                                measures["columns"], index, papers),
+                    *_changed_pairs(state["measures"], measures, old_to_new, ids))
+        changing = threads.submit(changes)
+
         # the new rows, by the full build's code, with the aggregates' first-paper-wins state
         rows = store._Rows(lexicon, state["seeds"], state["journals"], state["authors"], state["descriptors"])
         for key in sorted(papers):
@@ -452,7 +486,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
             conn.execute(f"ANALYZE [{table}]")
         timings["analyze"] = time.perf_counter() - t
         t = time.perf_counter()
-        measures = measures_result()
+        measures, changed_measures, gone_pairs, written_pairs = changing.result()
         timings["wait_graph"] = time.perf_counter() - t
         t = time.perf_counter()
         # the measures of every paper whose values changed (the new ones: all, over their nulls), without
@@ -461,43 +495,22 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
                                ).fetchone()
         if trigger:
             conn.execute("DROP TRIGGER papers_au")
-        for columns, changed in _changed_measures(old_ids, state["measures"]["columns"], old_to_new,
-                                                  measures["columns"], index, papers):
+        for columns, changed in changed_measures:
             conn.executemany(f"UPDATE papers SET {', '.join(store.MEASURE_COLUMNS[j] + ' = ?' for j in columns)} "
                              f"WHERE id = ?", changed)
         if trigger:
             conn.execute(trigger[0])
         # paper_similarity: delete the pairs that went, write the new and changed ones
-        old_m = state["measures"]
-        n_old, n = len(old_ids), len(ids)
-        ok = old_m["pair_keys"]
-        old_keys = old_to_new[ok // n_old] * n + old_to_new[ok % n_old] if n_old else ok
-        old_val = np.stack([old_m["cocitations"], old_m["coupling"]], axis=1) if len(ok) else np.zeros((0, 2))
-        new_keys = measures["pair_keys"]
-        new_val = np.stack([measures["cocitations"], measures["coupling"]], axis=1) if len(new_keys) else \
-            np.zeros((0, 2))
-        pos = np.searchsorted(new_keys, old_keys)
-        pos_c = np.minimum(pos, max(len(new_keys) - 1, 0))
-        kept = (len(new_keys) > 0) & (new_keys[pos_c] == old_keys) if len(old_keys) else np.zeros(0, dtype=bool)
-        gone = old_keys[~kept]
-        same = np.zeros(len(new_keys), dtype=bool)
-        if len(old_keys):
-            same[pos_c[kept]] = np.all(new_val[pos_c[kept]] == old_val[kept], axis=1)
-        conn.executemany("DELETE FROM paper_similarity WHERE paper_a = ? AND paper_b = ?",
-                         ((ids[a], ids[b]) for a, b in zip((gone // n).tolist(), (gone % n).tolist())))
-        write = ~same
-        wk = new_keys[write]
+        conn.executemany("DELETE FROM paper_similarity WHERE paper_a = ? AND paper_b = ?", gone_pairs)
         conn.executemany("INSERT OR REPLACE INTO paper_similarity (paper_a, paper_b, cocitations, coupling) "
-                         "VALUES (?, ?, ?, ?)",
-                         zip((ids[a] for a in (wk // n).tolist()), (ids[b] for b in (wk % n).tolist()),
-                             measures["cocitations"][write].tolist(), measures["coupling"][write].tolist()))
+                         "VALUES (?, ?, ?, ?)", written_pairs)
         conn.execute("DELETE FROM concept_edges")
         conn.execute("DELETE FROM concept_citations")
         conn.execute("COMMIT")
         timings["update"] = time.perf_counter() - t
-        summary = store._finish(db, conn, {**measures, "pair_keys": new_keys[:0]}, ids, say, timings,
+        summary = store._finish(db, conn, {**measures, "pair_keys": measures["pair_keys"][:0]}, ids, say, timings,
                                 incremental_update=True)
-        summary["similar_pairs"] = len(new_keys)
+        summary["similar_pairs"] = len(measures["pair_keys"])
         counts = {
             "papers": len(ids), "resolved_papers": len(ids) - len(stub_ids), "stub_papers": len(stub_ids),
             "citations": len(src), **counts, "seeds": len(state["seeds"]), "deleted": len(deleted), **summary}
