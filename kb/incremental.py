@@ -518,7 +518,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         origins = dict(state["origins"])
         for k, v in reader.origins.items():
             origins[k] = origins.get(k, 0) + v
-        meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes)
+        meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes, seed_ids=state["seeds"])
         store._write_meta(db, conn, meta, analyzed)
         conn.close()
         flushed.result()
