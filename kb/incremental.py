@@ -507,6 +507,8 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         conn.execute("DELETE FROM concept_edges")
         conn.execute("DELETE FROM concept_citations")
         conn.execute("COMMIT")
+        flushed.result()
+        flushed = threads.submit(_flush, tmp)     # again: the pages the updates wrote, while the meta is made
         timings["update"] = time.perf_counter() - t
         summary = store._finish(db, conn, {**measures, "pair_keys": measures["pair_keys"][:0]}, ids, say, timings,
                                 incremental_update=True)
