@@ -42,18 +42,27 @@ def _signature(db_path: Path) -> tuple:
     return (st.st_size, st.st_mtime_ns)
 
 
-def save_state(db_path, paths, hashes, state: dict):
-    """Write the state file of a just-written database (atomically; a failure only disables incremental builds)."""
-    db_path = Path(db_path)
-    target = state_path(db_path)
+def state_bytes(signature: tuple, paths, hashes, state: dict) -> bytes:
+    """The state file's content for a database of that _signature: that of the file itself, or of the file about
+    to be renamed to it (a rename keeps the size and mtime), so that an incremental build pickles it meanwhile."""
     state = dict(state)
-    state.update(version=STATE_VERSION, kb_version=__version__, db=_signature(db_path),
+    state.update(version=STATE_VERSION, kb_version=__version__, db=signature,
                  files=[(Path(p).name, Path(p).stat().st_size, Path(p).stat().st_mtime_ns, h)
                         for p, h in zip(paths, hashes)])
+    return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def save_state(db_path, paths, hashes, state: dict, content: bytes | None = None):
+    """Write the state file of a just-written database (atomically; a failure only disables incremental builds);
+    `content`: state_bytes' result, when made beforehand."""
+    db_path = Path(db_path)
+    target = state_path(db_path)
     tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
     try:
+        if content is None:
+            content = state_bytes(_signature(db_path), paths, hashes, state)
         with open(tmp, "wb") as fh:
-            pickle.dump(state, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            fh.write(content)
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -523,6 +532,11 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes, seed_ids=state["seeds"])
         store._write_meta(db, conn, meta, analyzed)
         conn.close()
+        state.update(ids=ids, src=src.astype(np.int32), dst=dst.astype(np.int32), measures=measures,
+                     journals=rows.journals, authors=rows.authors, descriptors=rows.descriptors,
+                     stub_raws={k: v for k, v in stub_raws.items() if k in stub_ids}, doi_to_pmid=doi_map,
+                     deleted=deleted, origins=origins)
+        pickled = threads.submit(state_bytes, _signature(tmp), paths, hashes, state)   # while the file is swapped in
         flushed.result()
         os.replace(tmp, db_path)
     except BaseException:
@@ -534,11 +548,13 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
             pass
         tmp.unlink(missing_ok=True)
         raise
-    state.update(ids=ids, src=src.astype(np.int32), dst=dst.astype(np.int32), measures=measures,
-                 journals=rows.journals, authors=rows.authors, descriptors=rows.descriptors,
-                 stub_raws={k: v for k, v in stub_raws.items() if k in stub_ids}, doi_to_pmid=doi_map, deleted=deleted,
-                 origins=origins)
-    save_state(db_path, paths, hashes, state)
+    try:
+        content = pickled.result()
+    except OSError:                           # a record file gone meanwhile: no state file (a full build next)
+        content = None
+        state_path(db_path).unlink(missing_ok=True)
+    if content is not None:
+        save_state(db_path, paths, hashes, state, content)
     timings["total"] = time.perf_counter() - t0
     say(f"incremental build: {timings['total']:.1f}s")
     return {"db": str(db_path), "counts": counts, "timings": timings, "title": meta["title"], "incremental": True}
