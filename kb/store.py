@@ -766,7 +766,8 @@ def _stop_workers(workers: dict):
     for name in ("texts", "fts"):
         if workers.get(name) is not None:
             workers[name].close()
-    for pool in getattr(workers.get("measures"), "pools", ()):   # a graph helper may still be writing its file
+    pool = getattr(workers.get("measures"), "pool", None)
+    if pool is not None:                      # the graph helper may still be writing its file
         pool.shutdown(wait=True, cancel_futures=True)
 
 
@@ -1396,39 +1397,35 @@ def _edge_index_arrays(ids, pairs):
 PARALLEL_MIN_EDGES = 100_000     # above this, the graph measures run in other processes beside the row building
 
 
-def _start_measures(ids, src, dst, seeds, stub, processes: int = 1, similarity_file: Path | None = None,
-                    threads=None):
-    """Start computing the graph measures: on large graphs beside the build, in `processes` fresh processes
-    (with 2: communities in one, the other measures in the other) while this one makes the rows, or in the
-    `threads` executor given (an incremental build: numba's loops let go of the GIL, and threads spare the
-    processes' start, imports and pickling, ~1.2 s of CPU at 116k); else here. Returns a function giving the
-    result. The results do not depend on where they were computed. With `similarity_file`, the helper also
-    writes the paper_similarity table there (graph.write_similarity_file)."""
+def _start_measures(ids, src, dst, seeds, stub, similarity_file: Path | None = None, threads=None):
+    """Start computing the graph measures: on large graphs beside the build, in a fresh process while this one
+    makes the rows, or in the `threads` executor given (an incremental build: two threads, the communities in
+    one, the other measures in the other; numba's loops let go of the GIL, and threads spare a process's start,
+    imports and pickling, ~1.2 s of CPU at 116k); else here. Returns a function giving the result. The results
+    do not depend on where they were computed. With `similarity_file`, the helper also writes the
+    paper_similarity table there (graph.write_similarity_file)."""
     from . import graph
 
     if len(src) < PARALLEL_MIN_EDGES:
         return lambda: graph.compute_measures(ids, src, dst, seeds, stub)
     if threads is not None:
-        pools = [threads]
+        pool = threads
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
-        # spawned, not forked: a helper holds only the arrays it is given, not a copy of the build's records;
-        # a pool of one per process, so that each task has its own
-        context = multiprocessing.get_context("spawn")
-        pools = [ProcessPoolExecutor(1, mp_context=context) for _ in range(processes)]
-    rest = pools[0].submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
-                           similarity_file=similarity_file)
-    numbers = pools[-1].submit(graph.community_numbers, len(ids), src, dst)
+        # spawned, not forked: a helper holds only the arrays it is given, not a copy of the build's records
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    rest = pool.submit(graph.compute_measures, ids, src, dst, seeds, stub, communities=False,
+                       similarity_file=similarity_file)
+    numbers = pool.submit(graph.community_numbers, len(ids), src, dst)
 
     def result():
         measures = graph.with_communities(rest.result(), numbers.result())
         if threads is None:
-            for pool in pools:        # done: the helpers exit on their own, meanwhile
-                pool.shutdown(wait=False)
+            pool.shutdown(wait=False)         # done: the helper exits on its own, meanwhile
         return measures
-    result.pools = pools if threads is None else []     # a failed build waits for them (and removes their file)
+    result.pool = pool if threads is None else None     # a failed build waits for it (and removes its file)
     return result
 
 
