@@ -52,17 +52,16 @@ def state_bytes(signature: tuple, paths, hashes, state: dict) -> bytes:
     return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def save_state(db_path, paths, hashes, state: dict, content: bytes | None = None):
+def save_state(db_path, paths, hashes, state: dict, content=None):
     """Write the state file of a just-written database (atomically; a failure only disables incremental builds);
-    `content`: state_bytes' result, when made beforehand."""
+    `content`: a function giving state_bytes' result, when it is made beforehand."""
     db_path = Path(db_path)
     target = state_path(db_path)
     tmp = target.with_name(target.name + f".{os.getpid()}.tmp")
     try:
-        if content is None:
-            content = state_bytes(_signature(db_path), paths, hashes, state)
+        data = content() if content is not None else state_bytes(_signature(db_path), paths, hashes, state)
         with open(tmp, "wb") as fh:
-            fh.write(content)
+            fh.write(data)
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
@@ -548,13 +547,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
             pass
         tmp.unlink(missing_ok=True)
         raise
-    try:
-        content = pickled.result()
-    except OSError:                           # a record file gone meanwhile: no state file (a full build next)
-        content = None
-        state_path(db_path).unlink(missing_ok=True)
-    if content is not None:
-        save_state(db_path, paths, hashes, state, content)
+    save_state(db_path, paths, hashes, state, pickled.result)
     timings["total"] = time.perf_counter() - t0
     say(f"incremental build: {timings['total']:.1f}s")
     return {"db": str(db_path), "counts": counts, "timings": timings, "title": meta["title"], "incremental": True}
