@@ -528,7 +528,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         origins = dict(state["origins"])
         for k, v in reader.origins.items():
             origins[k] = origins.get(k, 0) + v
-        meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes, seed_ids=state["seeds"])
+        meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes, state["seeds"])
         store._write_meta(db, conn, meta, analyzed)
         conn.close()
         state.update(ids=ids, src=src.astype(np.int32), dst=dst.astype(np.int32), measures=measures,

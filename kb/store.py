@@ -737,7 +737,7 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         counts.update(_finish(db, conn, measures, state["ids"], say, timings, fts=workers.get("fts")))
         t = time.perf_counter()
         hashes = hashing.result()
-        meta = _meta(conn, counts, paths, lexicon, auto, origins, hashes)
+        meta = _meta(conn, counts, paths, lexicon, auto, origins, hashes, state["seeds"])
         _write_meta(db, conn, meta)
         conn.close()
         timings["meta"] = time.perf_counter() - t     # kb_meta, views, ANALYZE
@@ -825,10 +825,10 @@ def _finish(db, conn, measures, ids, say, timings, incremental_update=False, fts
     return {**summary, **concept_counts}
 
 
-def _meta(conn, counts, paths, lexicon, auto, origins, sha256s, seed_ids=None) -> dict:
-    """kb_meta's rows. `seed_ids` (the papers with is_seed = 1, when the caller knows them) are read by primary
-    key: with a database's statistics (an incremental build's copy), SQLite reads "is_seed = 1" as half the
-    papers and scans them all (0.15 s at 116k)."""
+def _meta(conn, counts, paths, lexicon, auto, origins, sha256s, seed_ids) -> dict:
+    """kb_meta's rows. The seed papers (`seed_ids`, those with is_seed = 1) are read by primary key: with a
+    database's statistics (an incremental build's copy), SQLite reads "is_seed = 1" as half the papers and
+    scans them all (0.15 s at 116k)."""
     meta = {
         "kb_version": __version__,
         "built_from": _jsonl([{"file": p.name, "sha256": h} for p, h in zip(paths, sha256s)]),
@@ -843,11 +843,8 @@ def _meta(conn, counts, paths, lexicon, auto, origins, sha256s, seed_ids=None) -
         "concept_strength": "strength = N * c_ab / (w_a * w_b): observed/expected co-occurrence, "
                             "N = papers matched against the lexicon (resolved papers)",
     }
-    if seed_ids is None:
-        found = conn.execute("SELECT id, label, title FROM papers WHERE is_seed = 1 ORDER BY id")
-    else:
-        found = sorted(conn.execute("SELECT id, label, title FROM papers WHERE id IN (SELECT value FROM json_each(?))",
-                                    (_jsonl(sorted(seed_ids)),)))
+    found = sorted(conn.execute("SELECT id, label, title FROM papers WHERE id IN (SELECT value FROM json_each(?))",
+                                (_jsonl(sorted(seed_ids)),)))
     seed_rows = [{"id": i, "label": lb, "title": ti} for i, lb, ti in found]
     meta["title"], meta["description"] = describe(seed_rows, counts, [p.name for p in paths], origins)
     meta["seeds"] = _jsonl([r["id"] for r in seed_rows])
