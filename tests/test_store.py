@@ -328,7 +328,7 @@ def test_failed_large_build_leaves_no_helper_files(tmp_path, built, monkeypatch)
     monkeypatch.setattr(kb.store._TextMatcher, "__init__", lambda self, *a: matchers.append(self) or start(self, *a))
     monkeypatch.setattr(kb.store._TextMatcher, "close", lambda self: closed.append(self) or close(self))
 
-    def boom(self, conn, papers=False, fts=None):
+    def boom(self, conn, fts=None):
         raise RuntimeError("disk on fire")
     monkeypatch.setattr(kb.store._Rows, "flush", boom)
     with pytest.raises(RuntimeError):
