@@ -267,3 +267,19 @@ async def test_kb_whose_papers_only_cite_reference_only_works(tmp_path):
         assert box["label"] == f"+{box['count']} ref" + ("s" if box["count"] != 1 else "")
     hidden = (await datasette.client.get("/-/kb/citations.json?stubs=hide")).json()
     assert all(x["resolved"] for x in hidden["nodes"]) and not hidden["edges"]   # honest: nothing links them
+
+
+@pytest.mark.parametrize("filters", [{}, {"year_min": 2000}, {"hop_max": 3}])
+def test_seeds_found_by_the_is_seed_index(large_kb, filters):  # noqa: F811
+    # is_seed and resolved have two values each, so the statistics make either look like half the papers; the seed
+    # query of a grown graph must still take the is_seed index (the resolved one scans most of the KB)
+    conn = sqlite3.connect(large_kb.db)
+    seen = []
+    conn.set_trace_callback(seen.append)
+    cond, params = graphview.filter_sql(filters)
+    graphview._seeded_grower(conn, cond, params, 10)
+    conn.set_trace_callback(None)
+    seed_query = [q for q in seen if "is_seed" in q]
+    assert len(seed_query) == 1
+    plan = " ".join(r[3] for r in conn.execute("explain query plan " + seed_query[0], params))
+    assert "idx_papers_is_seed" in plan, plan
