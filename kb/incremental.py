@@ -29,7 +29,7 @@ from pathlib import Path
 
 from . import __version__
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 
 
 def state_path(db_path) -> Path:
@@ -295,7 +295,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
     import numpy as np
     import sqlite_utils
 
-    from . import mesh, store
+    from . import mesh, planstats, store
     from .concepts import load_lexicon
 
     say = progress or (lambda message: None)
@@ -319,104 +319,105 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
     hashes, parts = new_parts(state, paths)
     if not parts:
         raise Fallback("no new records")
-    if len(state["src"]) >= store.PARALLEL_MIN_EDGES:
-        from . import graph
-
-        threads.submit(graph.warm_up)         # numba's loops loaded while the new records are read
-
-    reader = store._Reader()
-    for path, offset in parts:
-        for record in _read_part(path, offset):
-            reader.add(record)
-    for kind, got in (("seed", reader.seeds), ("mesh", reader.mesh)):
-        if got:
-            raise Fallback(f"new {kind} records")
-    # coverage records: the later one of a (paper, source) wins, so only new pairs are taken incrementally;
-    # similar records: the best score of a pair counts, whatever the order
-    had = {(r.get("paper"), r.get("source")) for r in state["coverage"]}
-    if any((r.get("paper"), r.get("source")) in had for r in reader.coverage):
-        raise Fallback("new coverage records of a paper and source the knowledge base has")
-    state["coverage"] = state["coverage"] + reader.coverage
-    state["similar"] = state["similar"] + reader.similar
-    mesh.merge_into_lexicon(lexicon, state["mesh"])
-
-    old_ids = state["ids"]
-    old_set = set(old_ids)
-    conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-    try:                                  # works known only from references (a "ref:" key may be a full record)
-        old_stubs = {r[0] for r in conn0.execute("SELECT id FROM papers WHERE resolved = 0")}
-    finally:
-        conn0.close()
-    # deletions (MEDLINE update files carry them) of papers the database does not hold change nothing else
-    if reader.deleted & old_set:
-        raise Fallback(f"a deletion of a paper the knowledge base has: {sorted(reader.deleted & old_set)[0]}")
-    deleted = state["deleted"] | reader.deleted
-    doi_map = dict(state["doi_to_pmid"])
-    new_papers, new_remap = reader.merged()
-    for doi, key in new_remap.doi_to_pmid.items():
-        if doi in doi_map or "doi:" + doi in old_set:
-            raise Fallback(f"a new record shares DOI {doi} with the knowledge base")
-        doi_map[doi] = key
-
-    def remap(key):
-        if key and key.startswith("doi:"):
-            doi = store.normalize_doi(key[4:])
-            return doi_map.get(doi, "doi:" + (doi or ""))
-        return key
-
-    papers = {}
-    for key, p in new_papers.items():
-        if key in deleted:
-            continue
-        if key in old_set and key not in old_stubs:
-            raise Fallback(f"new records of a paper the knowledge base has: {key}")
-        if key.startswith("doi:") and store.normalize_doi(key[4:]) in state["doi_to_pmid"]:
-            raise Fallback(f"new records of a paper the knowledge base has: {key}")
-        papers[key] = p
-    known = old_set - old_stubs | set(papers)
-
-    edges, raws = store._collect_edges(papers.items(), reader.citations, known, remap, deleted)
-    pairs = sorted(edges)
-    merged_edges = {}                    # edges the database has, with new sources: their new citations row
-    old_citing = [pair for pair in pairs if pair[0] in old_set]
-    if old_citing:
-        conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:
-            for pair in old_citing:
-                row = conn0.execute("SELECT raw, sources FROM citations WHERE citing_id = ? AND cited_id = ?",
-                                    pair).fetchone()
-                if row:
-                    merged_edges[pair] = _merged_edge(pair, edges[pair], row[0], row[1])
-        finally:
-            conn0.close()
-        pairs = [pair for pair in pairs if pair not in merged_edges]
-    stub_raws = {k: v for k, v in state["stub_raws"].items() if k not in papers}
-    now_real = sorted(old_stubs & set(papers))
-    targets = {k for e in pairs for k in e if k not in known}
-    rebuilt = []                                          # stubs whose row is (re)written
-    for key in sorted(targets):
-        added = raws.get(key, set())
-        if key not in old_set:
-            rebuilt.append(key)
-            stub_raws[key] = set(added)
-        elif added - stub_raws.get(key, set()):
-            rebuilt.append(key)
-            stub_raws[key] = stub_raws.get(key, set()) | added
-    for key in rebuilt:
-        papers[key] = store._stub_paper(key, sorted(stub_raws.get(key, ())))
-    stub_ids = (old_stubs - set(now_real)) | set(rebuilt)
-    timings["read"] = time.perf_counter() - t0
-    say(f"incremental: {len(papers) - len(rebuilt)} new papers, {len(rebuilt)} new or changed stubs, "
-        f"{len(pairs)} new citations from {len(parts)} new parts ({timings['read']:.1f}s)")
-
-    # the copy the changes go into (a running server keeps the old file), made by a thread meanwhile: the
-    # copy is the kernel's (sendfile), without the GIL
+    # the copy the changes go into (a running server keeps the old file), made by a thread from here on, while
+    # the new records are read and the graph measured: the copy is the kernel's (sendfile), without the GIL. A
+    # fallback found after this point removes it.
     tmp = db_path.with_name(f".{db_path.name}.{os.getpid()}.tmp")
     copying = ThreadPoolExecutor(1)
     copied = copying.submit(shutil.copyfile, db_path, tmp)
     flushed = None
     conn = None
     try:
+        if len(state["src"]) >= store.PARALLEL_MIN_EDGES:
+            from . import graph
+
+            threads.submit(graph.warm_up)         # numba's loops loaded while the new records are read
+
+        reader = store._Reader()
+        for path, offset in parts:
+            for record in _read_part(path, offset):
+                reader.add(record)
+        for kind, got in (("seed", reader.seeds), ("mesh", reader.mesh)):
+            if got:
+                raise Fallback(f"new {kind} records")
+        # coverage records: the later one of a (paper, source) wins, so only new pairs are taken incrementally;
+        # similar records: the best score of a pair counts, whatever the order
+        had = {(r.get("paper"), r.get("source")) for r in state["coverage"]}
+        if any((r.get("paper"), r.get("source")) in had for r in reader.coverage):
+            raise Fallback("new coverage records of a paper and source the knowledge base has")
+        state["coverage"] = state["coverage"] + reader.coverage
+        state["similar"] = state["similar"] + reader.similar
+        mesh.merge_into_lexicon(lexicon, state["mesh"])
+
+        old_ids = state["ids"]
+        old_set = set(old_ids)
+        conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:                                  # works known only from references (a "ref:" key may be a full record)
+            old_stubs = {r[0] for r in conn0.execute("SELECT id FROM papers WHERE resolved = 0")}
+        finally:
+            conn0.close()
+        # deletions (MEDLINE update files carry them) of papers the database does not hold change nothing else
+        if reader.deleted & old_set:
+            raise Fallback(f"a deletion of a paper the knowledge base has: {sorted(reader.deleted & old_set)[0]}")
+        deleted = state["deleted"] | reader.deleted
+        doi_map = dict(state["doi_to_pmid"])
+        new_papers, new_remap = reader.merged()
+        for doi, key in new_remap.doi_to_pmid.items():
+            if doi in doi_map or "doi:" + doi in old_set:
+                raise Fallback(f"a new record shares DOI {doi} with the knowledge base")
+            doi_map[doi] = key
+
+        def remap(key):
+            if key and key.startswith("doi:"):
+                doi = store.normalize_doi(key[4:])
+                return doi_map.get(doi, "doi:" + (doi or ""))
+            return key
+
+        papers = {}
+        for key, p in new_papers.items():
+            if key in deleted:
+                continue
+            if key in old_set and key not in old_stubs:
+                raise Fallback(f"new records of a paper the knowledge base has: {key}")
+            if key.startswith("doi:") and store.normalize_doi(key[4:]) in state["doi_to_pmid"]:
+                raise Fallback(f"new records of a paper the knowledge base has: {key}")
+            papers[key] = p
+        known = old_set - old_stubs | set(papers)
+
+        edges, raws = store._collect_edges(papers.items(), reader.citations, known, remap, deleted)
+        pairs = sorted(edges)
+        merged_edges = {}                    # edges the database has, with new sources: their new citations row
+        old_citing = [pair for pair in pairs if pair[0] in old_set]
+        if old_citing:
+            conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+            try:
+                for pair in old_citing:
+                    row = conn0.execute("SELECT raw, sources FROM citations WHERE citing_id = ? AND cited_id = ?",
+                                        pair).fetchone()
+                    if row:
+                        merged_edges[pair] = _merged_edge(pair, edges[pair], row[0], row[1])
+            finally:
+                conn0.close()
+            pairs = [pair for pair in pairs if pair not in merged_edges]
+        stub_raws = {k: v for k, v in state["stub_raws"].items() if k not in papers}
+        now_real = sorted(old_stubs & set(papers))
+        targets = {k for e in pairs for k in e if k not in known}
+        rebuilt = []                                          # stubs whose row is (re)written
+        for key in sorted(targets):
+            added = raws.get(key, set())
+            if key not in old_set:
+                rebuilt.append(key)
+                stub_raws[key] = set(added)
+            elif added - stub_raws.get(key, set()):
+                rebuilt.append(key)
+                stub_raws[key] = stub_raws.get(key, set()) | added
+        for key in rebuilt:
+            papers[key] = store._stub_paper(key, sorted(stub_raws.get(key, ())))
+        stub_ids = (old_stubs - set(now_real)) | set(rebuilt)
+        timings["read"] = time.perf_counter() - t0
+        say(f"incremental: {len(papers) - len(rebuilt)} new papers, {len(rebuilt)} new or changed stubs, "
+            f"{len(pairs)} new citations from {len(parts)} new parts ({timings['read']:.1f}s)")
+
         # the whole graph: old edges (index arrays of the state) re-indexed over the new ids, plus the new ones
         t = time.perf_counter()
         ids = sorted(old_set | set(papers))
@@ -447,6 +448,16 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         jkeys = {r[journal_id] for r in rows.papers if r[journal_id]}
         akeys = {r[1] for r in rows.pa}
         uis = {r[1] for r in rows.mesh}
+        # the new citation_sources rows, and the planner's statistics of the big tables counted meanwhile
+        # (kb.planstats: the database before this build tells which keywords, publication types and sources are new)
+        source_rows = list(store._citation_source_rows(pairs, edges))
+        source_rows += [(a, b, source) for (a, b), (*_row, new) in sorted(merged_edges.items()) for source in new]
+        rows.tally()
+        conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        try:
+            stats = planstats.increment_counts(state["planstats"], conn0, rows, src, dst, len(ids), source_rows)
+        finally:
+            conn0.close()
         timings["rows"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -470,11 +481,9 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
                              f"VALUES ({', '.join('?' * len(cols))})", made)
         store._load_rows(conn, "citations", store._citation_rows(pairs, edges, stub_ids))
         conn.executemany("UPDATE citations SET resolved = 1 WHERE cited_id = ?", ((k,) for k in now_real))
-        store._load_rows(conn, "citation_sources", store._citation_source_rows(pairs, edges))
         conn.executemany("UPDATE citations SET raw = ?, source = ?, sources = ? WHERE citing_id = ? AND cited_id = ?",
                          ((raw, first, listed, a, b) for (a, b), (raw, first, listed, _new) in merged_edges.items()))
-        conn.executemany("INSERT INTO citation_sources (citing_id, cited_id, source) VALUES (?, ?, ?)",
-                         ((a, b, source) for (a, b), (*_row, new) in sorted(merged_edges.items()) for source in new))
+        store._load_rows(conn, "citation_sources", source_rows)
         everything = set(ids)
         conn.execute("DELETE FROM paper_coverage")
         store._load_rows(conn, "paper_coverage", store._coverage_rows(state["coverage"], remap, everything))
@@ -487,11 +496,14 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         store._load_rows(conn, "papers", rows.papers)
         counts = {table: conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]
                   for table in ("authors", "journals", "mesh_descriptors", "paper_concepts")}
-        # the statistics of the tables written in full by now, while the graph threads work (the rest at the end)
+        # the statistics of the tables written in full by now, while the graph threads work (the rest at the end):
+        # the big ones from their counts, the others by ANALYZE
         t = time.perf_counter()
         analyzed = [table for table in store.SCHEMA if table not in MEASURED_TABLES]
         for table in analyzed:
-            conn.execute(f"ANALYZE [{table}]")
+            if table not in planstats.TABLES:
+                conn.execute(f"ANALYZE [{table}]")
+        planstats.write(conn, stats)
         timings["analyze"] = time.perf_counter() - t
         t = time.perf_counter()
         measures, changed_measures, gone_pairs, written_pairs = changing.result()
@@ -534,7 +546,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         state.update(ids=ids, src=src.astype(np.int32), dst=dst.astype(np.int32), measures=measures,
                      journals=rows.journals, authors=rows.authors, descriptors=rows.descriptors,
                      stub_raws={k: v for k, v in stub_raws.items() if k in stub_ids}, doi_to_pmid=doi_map,
-                     deleted=deleted, origins=origins)
+                     deleted=deleted, origins=origins, planstats=stats)
         pickled = threads.submit(state_bytes, _signature(tmp), paths, hashes, state)   # while the file is swapped in
         flushed.result()
         os.replace(tmp, db_path)

@@ -35,7 +35,7 @@ from typing import Callable, Iterable
 import lz4.block
 import sqlite_utils
 
-from . import __version__, mesh
+from . import __version__, mesh, planstats
 from .concepts import auto_lexicon, load_lexicon, match_paper, search_terms, text_hits
 from .errors import KbError, NotFound
 from .records import dumps, dumps_bytes, normalize_doi, read_records, record_files
@@ -953,9 +953,11 @@ def _stub_paper(key: str, raws: list) -> dict:
     return stub
 
 
-def _citation_rows(pairs, edges, stub_ids):
-    """citations rows of sorted edge pairs."""
+def _citation_rows(pairs, edges, stub_ids, seen: set | None = None):
+    """citations rows of sorted edge pairs; every source named is added to `seen`, if given."""
     source_lists: dict[str, str] = {}
+    if seen is None:
+        seen = set()
     for pair in pairs:
         e = _edge(edges[pair])
         if isinstance(e, tuple):                      # one source: the common case
@@ -963,7 +965,9 @@ def _citation_rows(pairs, edges, stub_ids):
             listed = source_lists.get(first)
             if listed is None:
                 listed = source_lists[first] = _jsonl([first])
+                seen.add(first)
         else:
+            seen.update(e)
             sources = sorted(e, key=lambda s: (s != REFLIST_SOURCE, s))
             first = sources[0]
             raw = next((e[s] for s in sources if e[s]), None)
@@ -1012,6 +1016,11 @@ class _Rows:
         self.inserted = 0                        # papers rows inserted by flush
         self.texts: dict | None = None           # text_hits by key, made by a _TextMatcher (None: made here)
         self.own_texts: set = set()              # keys whose text_hits are made here all the same (merged papers)
+        # kb.planstats: the per-paper tables' rows and distinct papers, and their distinct keywords and publication
+        # types, counted by tally()
+        self.counted = {t: {"rows": 0, "paper_id": 0} for t in ("paper_authors", "paper_mesh", "keywords",
+                                                                 "publication_types")}
+        self.values: dict[str, set] = {"keywords": set(), "publication_types": set()}
 
     def add(self, key: str, p: dict):
         stub = p.get("_stub", False)
@@ -1173,6 +1182,7 @@ class _Rows:
     def flush(self, conn, fts=None):
         """Insert the rows gathered so far, the papers rows with their graph measures left null (see
         store_paper_measures); `fts` (an _FtsWorker) gets their full-text columns (rowid = insertion order)."""
+        self.tally()
         _load_rows(conn, "papers", self.papers)
         if fts is not None:
             first = self.inserted + 1
@@ -1183,6 +1193,17 @@ class _Rows:
                             ("publication_types", self.pt), ("paper_concepts", self.pc)):
             _load_rows(conn, table, rows)
             rows.clear()
+
+    def tally(self):
+        """Count the per-paper rows held now into `counted` and `values` (a paper's rows are never split between
+        two calls: flush comes between papers)."""
+        for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
+                            ("publication_types", self.pt)):
+            counted = self.counted[table]
+            counted["rows"] += len(rows)
+            counted["paper_id"] += len(set(map(itemgetter(0), rows)))
+            if table in self.values:
+                self.values[table].update(map(itemgetter(1), rows))
 
     @staticmethod
     def store_paper_measures(conn, measures: dict):
@@ -1460,11 +1481,13 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
     t = time.perf_counter()
     _create_tables(db)
     # the citations first: then the edges (and their reference texts) can go before the rows pile up
-    _load_rows(conn, "citations", _citation_rows(pairs, edges, stub_ids))
+    sources: set = set()
+    _load_rows(conn, "citations", _citation_rows(pairs, edges, stub_ids, sources))
     # each edge's sources from its row's sorted source list, by SQLite (3x faster than rows made here, and in
     # primary-key order): the rows a full build used to make in Python (_citation_source_rows)
-    conn.execute("INSERT INTO citation_sources (citing_id, cited_id, source) "
-                 "SELECT c.citing_id, c.cited_id, j.value FROM citations AS c, json_each(c.sources) AS j")
+    source_rows = conn.execute("INSERT INTO citation_sources (citing_id, cited_id, source) "
+                               "SELECT c.citing_id, c.cited_id, j.value FROM citations AS c, "
+                               "json_each(c.sources) AS j").rowcount
     timings["citations"] = time.perf_counter() - t
     t = time.perf_counter()
     n_citations = len(pairs)
@@ -1511,7 +1534,8 @@ def _write_base(db, conn, papers, remap, reader, lexicon, say, timings, side_fil
              "journals": rows.journals, "authors": rows.authors, "descriptors": rows.descriptors,
              "stub_raws": stub_raws, "seeds": seeds, "deleted": deleted,
              "coverage": reader.coverage, "similar": reader.similar, "mesh": reader.mesh,
-             "doi_to_pmid": getattr(remap, "doi_to_pmid", {})}
+             "doi_to_pmid": getattr(remap, "doi_to_pmid", {}),
+             "planstats": planstats.full_counts(rows, src, dst, len(ids), source_rows, sources)}
     return counts, measures, state
 
 

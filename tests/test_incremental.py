@@ -191,6 +191,8 @@ def test_new_record_of_a_known_paper_falls_back(tmp_path, records):
     write_records(data / "c-again.jsonl", [dict(records[0][0], title="Another title", doi=None)])
     with pytest.raises(Fallback, match="has"):
         build_incremental(record_files(data), db)
+    # found while the new records are read, when the copy of the database is being made: the copy is removed
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".kb.db.state", "kb.db", "records"]
 
 
 def test_reference_list_and_coverage_records_of_known_papers(tmp_path, records):
