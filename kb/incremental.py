@@ -423,10 +423,11 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         ids = sorted(old_set | set(papers))
         index, new_src, new_dst = store._edge_index_arrays(ids, pairs)
         old_to_new = np.fromiter(map(index.__getitem__, old_ids), dtype=np.int64, count=len(old_ids))
-        src = np.concatenate([old_to_new[state["src"]], new_src])
-        dst = np.concatenate([old_to_new[state["dst"]], new_dst])
-        order = np.lexsort((dst, src))
-        src, dst = src[order], dst[order]
+        # in (src, dst) order: the old edges stay in it over the new ids (old_to_new increases: both id lists are
+        # sorted) and the new ones come in it (sorted pairs), so they are merged, not sorted (116k: 0.18 -> 0.02 s)
+        old_src, old_dst = old_to_new[state["src"]], old_to_new[state["dst"]]
+        at = np.searchsorted(old_src * len(ids) + old_dst, new_src * len(ids) + new_dst)
+        src, dst = np.insert(old_src, at, new_src), np.insert(old_dst, at, new_dst)
         stub_mask = np.zeros(len(ids), dtype=bool)
         stub_mask[[index[k] for k in stub_ids]] = True
         seeds_idx = sorted(index[k] for k in state["seeds"])
