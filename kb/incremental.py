@@ -542,7 +542,8 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         for k, v in reader.origins.items():
             origins[k] = origins.get(k, 0) + v
         meta = store._meta(conn, counts, paths, lexicon, False, origins, hashes, state["seeds"])
-        store._write_meta(db, conn, meta, analyzed)
+        planstats.write(conn, planstats.similarity_counts(measures["pair_keys"], len(ids)))   # ANALYZE: 0.1 s
+        store._write_meta(db, conn, meta, analyzed + ["paper_similarity"])
         conn.close()
         state.update(ids=ids, src=src.astype(np.int32), dst=dst.astype(np.int32), measures=measures,
                      journals=rows.journals, authors=rows.authors, descriptors=rows.descriptors,

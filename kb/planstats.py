@@ -1,11 +1,12 @@
 """The planner's statistics (sqlite_stat1) of the large tables an incremental build only adds rows to, kept as
 counts in the build state so that an increment writes them itself instead of running ANALYZE over every row
-again (116k papers: 0.5 s of a 4.4 s increment).
+again (116k papers: 0.5 s of a 4.4 s increment), and those of paper_similarity, counted from its pairs (0.1 s).
 
 ANALYZE's row for an index is "rows avg1 avg2 ...": avgJ is the number of rows per distinct value of the index's
 first J columns, rounded up (1 where 2 would overstate it by more than 10%); NULLs count as one value. The counts
 kept per table are its rows and the distinct values of each index prefix but the unique primary key's whole.
-tests/test_incremental.py compares the rows written here with a full build's ANALYZE."""
+tests/test_planstats.py compares the rows written here with ANALYZE's, tests/test_incremental.py an increment's
+with a full build's."""
 
 from __future__ import annotations
 
@@ -33,11 +34,10 @@ def average(rows: int, distinct: int) -> int:
 
 
 def stat_rows(counts: dict) -> list[tuple[str, str, str]]:
-    """sqlite_stat1 rows (tbl, idx, stat) of TABLES from their counts: {table: {"rows": n, "col1,col2": distinct}}.
-    An empty table has none, as after ANALYZE."""
+    """sqlite_stat1 rows (tbl, idx, stat) of the tables counted: {table: {"rows": n, "col1,col2": distinct}}. An
+    empty table has none, as after ANALYZE."""
     out = []
-    for table in TABLES:
-        c = counts[table]
+    for table, c in counts.items():
         n = c["rows"]
         if not n:
             continue
@@ -50,9 +50,17 @@ def stat_rows(counts: dict) -> list[tuple[str, str, str]]:
 
 
 def write(conn, counts: dict) -> None:
-    """Replace the statistics of TABLES by those of `counts` (inside the caller's transaction, if any)."""
-    conn.execute(f"DELETE FROM sqlite_stat1 WHERE tbl IN ({', '.join('?' * len(TABLES))})", TABLES)
+    """Replace the statistics of the tables counted by those of `counts` (inside the caller's transaction, if
+    any), as ANALYZE of those tables would."""
+    conn.execute(f"DELETE FROM sqlite_stat1 WHERE tbl IN ({', '.join('?' * len(counts))})", list(counts))
     conn.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", stat_rows(counts))
+
+
+def similarity_counts(pair_keys, n_papers: int) -> dict:
+    """paper_similarity's counts, from its pairs (sorted keys a * n_papers + b over the papers' indexes): rewritten
+    by every build, it needs none kept."""
+    return {"paper_similarity": {"rows": len(pair_keys), "paper_a": distinct_sorted(pair_keys // n_papers),
+                                 "paper_b": distinct_ints(pair_keys % n_papers, n_papers)}}
 
 
 def distinct_sorted(values) -> int:

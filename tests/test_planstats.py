@@ -39,10 +39,10 @@ def test_full_build_counts_give_analyzes_rows(tmp_path):
     write_records(data / "a.jsonl", recs)
     db = tmp_path / "kb.db"
     build(record_files(data), db)
-    counts = load_state(db)["planstats"]
+    state = load_state(db)
+    counts = {**state["planstats"], **planstats.similarity_counts(state["measures"]["pair_keys"], len(state["ids"]))}
     conn = sqlite3.connect(db)
-    marks = ", ".join("?" * len(planstats.TABLES))
-    analyzed = sorted(conn.execute(f"SELECT tbl, idx, stat FROM sqlite_stat1 WHERE tbl IN ({marks})",
-                                   planstats.TABLES))
-    assert {t for t, _i, _s in analyzed} == set(planstats.TABLES)      # the generated KB fills every one
+    marks = ", ".join("?" * len(counts))
+    analyzed = sorted(conn.execute(f"SELECT tbl, idx, stat FROM sqlite_stat1 WHERE tbl IN ({marks})", list(counts)))
+    assert {t for t, _i, _s in analyzed} == set(counts) == {*planstats.TABLES, "paper_similarity"}  # none empty
     assert sorted(planstats.stat_rows(counts)) == analyzed
