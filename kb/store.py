@@ -738,7 +738,10 @@ def _build(record_paths, db_path, lexicon_path, progress, seeds=()) -> dict:
         t = time.perf_counter()
         hashes = hashing.result()
         meta = _meta(conn, counts, paths, lexicon, auto, origins, hashes, state["seeds"])
-        _write_meta(db, conn, meta)
+        # the big tables' planner statistics from their counts (kb.planstats), the others' by ANALYZE
+        stats = {**state["planstats"], **planstats.similarity_counts(measures["pair_keys"], len(state["ids"]))}
+        _write_meta(db, conn, meta, tuple(stats))
+        planstats.write(conn, stats)
         conn.close()
         timings["meta"] = time.perf_counter() - t     # kb_meta, views, ANALYZE
         os.replace(tmp, db_path)

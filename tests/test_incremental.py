@@ -1,6 +1,7 @@
 """Incremental `kb build` (kb/incremental.py): adding records to a built KB gives, table by table and row by
 row, the database a full build of all the records gives; anything else falls back to a full build."""
 
+import shutil
 import sqlite3
 
 import pytest
@@ -65,6 +66,12 @@ def test_new_file_equals_full_build(tmp_path, records):
     full = tmp_path / "full.db"
     build(record_files(data), full)
     assert differences(inc, full) == []
+    # the planner's statistics the increment wrote (kb.planstats) are ANALYZE's
+    shutil.copyfile(inc, tmp_path / "analyzed.db")
+    analyzed = sqlite3.connect(tmp_path / "analyzed.db")
+    analyzed.execute("ANALYZE")
+    assert sorted(analyzed.execute("SELECT * FROM sqlite_stat1")) == \
+        sorted(sqlite3.connect(inc).execute("SELECT * FROM sqlite_stat1"))
     # stubs that became papers with their own record, and new papers found by full-text search
     conn = sqlite3.connect(inc)
     new_ids = [f"pmid:{p['pmid']}" for p in records[2]]
