@@ -274,6 +274,14 @@ def generate(seed: int = 11, n_resolved: int = N_RESOLVED, n_stubs: int = N_STUB
     return records + citations + seeds, info
 
 
+def write_generated(folder: Path, seed: int, n_resolved: int, n_stubs: int) -> Path:
+    """Generated records in one file of a new records directory `folder` (to build from); returns it."""
+    records, _info = generate(seed, n_resolved, n_stubs)
+    folder.mkdir()
+    write_records(folder / "a.jsonl", records)
+    return folder
+
+
 def build_large_kb(directory: str | Path, seed: int = 11, scale: int = 1) -> LargeKB:
     """Write the generated records under DIR/records and build DIR/kb.db; returns what was made."""
     from kb.store import build

@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 
 from kb import planstats
-from kb.records import record_files, write_records
+from kb.records import record_files
 from kb.store import build
-from largekb import generate
+from largekb import write_generated
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -34,10 +34,7 @@ def test_average_is_analyzes(seed):
 
 def test_full_build_statistics_are_analyzes(tmp_path):
     # a full build writes the counted tables' statistics itself: the same rows as ANALYZE of the whole database
-    recs, _info = generate(seed=9, n_resolved=120, n_stubs=600)
-    data = tmp_path / "records"
-    data.mkdir()
-    write_records(data / "a.jsonl", recs)
+    data = write_generated(tmp_path / "records", seed=9, n_resolved=120, n_stubs=600)
     db, again = tmp_path / "kb.db", tmp_path / "again.db"
     build(record_files(data), db)
     shutil.copyfile(db, again)

@@ -260,14 +260,9 @@ def test_large_build_helpers_give_the_same_database(tmp_path, monkeypatch):
     # above PARALLEL_MIN_EDGES the graph measures and the full-text index are made in other processes:
     # forced here on a small KB, the database is the same as the one-process build's, index bytes included
     import kb.store
-    from largekb import generate
+    from largekb import write_generated
 
-    records, _info = generate(seed=5, n_resolved=160, n_stubs=1200)
-    data = tmp_path / "records"
-    data.mkdir()
-    from kb.records import write_records
-
-    write_records(data / "a.jsonl", records)
+    data = write_generated(tmp_path / "records", seed=5, n_resolved=160, n_stubs=1200)
     alone, helped = tmp_path / "alone.db", tmp_path / "helped.db"
     build(record_files(data), alone)
     monkeypatch.setattr(kb.store, "PARALLEL_MIN_EDGES", 0)
