@@ -11,7 +11,8 @@ files (tests/test_incremental.py compares them row by row).
 
 A full build leaves a state file beside the database (`.<db name>.state`, a pickle): the files and their sizes
 and sha256, and what the merge rules need that the tables do not hold (which paper gave each journal, author and
-MeSH field, the reference texts of the stubs, the DOI -> PMID map, the records of kinds that are rebuilt whole).
+MeSH field, the reference texts of the stubs, the DOI -> PMID map, the records of kinds that are rebuilt whole,
+the counts behind the big tables' planner statistics: kb.planstats).
 Anything an incremental build cannot reproduce exactly falls back to a full build, with the reason said:
 a changed or removed file, seed or mesh records among the new records (or coverage records of a paper and
 source already covered, or a deletion of a paper the database has), a new record of a paper the database
