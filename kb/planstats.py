@@ -35,7 +35,7 @@ def average(rows: int, distinct: int) -> int:
 
 def stat_rows(counts: dict) -> list[tuple[str, str, str]]:
     """sqlite_stat1 rows (tbl, idx, stat) of the tables counted: {table: {"rows": n, "col1,col2": distinct}}. An
-    empty table has none, as after ANALYZE."""
+    empty table has none, as after ANALYZE. Raises ValueError on counts no table can have."""
     out = []
     for table, c in counts.items():
         n = c["rows"]
@@ -43,17 +43,27 @@ def stat_rows(counts: dict) -> list[tuple[str, str, str]]:
             continue
         pk = indexes(table)[0][1]
         for name, columns in indexes(table):
-            averages = [average(n, n if columns[:j] == pk else c[",".join(columns[:j])])
-                        for j in range(1, len(columns) + 1)]
-            out.append((table, name, " ".join(map(str, [n, *averages]))))
+            distinct = [n if columns[:j] == pk else c[",".join(columns[:j])] for j in range(1, len(columns) + 1)]
+            if not all(1 <= d <= n for d in distinct):
+                raise ValueError(f"{table}: {distinct} distinct values in {n} rows")
+            out.append((table, name, " ".join(map(str, [n, *(average(n, d) for d in distinct)]))))
     return out
 
 
 def write(conn, counts: dict) -> None:
     """Replace the statistics of the tables counted by those of `counts` (inside the caller's transaction, if
-    any), as ANALYZE of those tables would."""
+    any), as ANALYZE of those tables would. ANALYZE itself where the counts cannot stand for it: a SQLite that
+    also keeps sqlite_stat4 samples, or counts out of range (a bug: the statistics stay right all the same)."""
+    try:
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat4'").fetchone():
+            raise ValueError("sqlite_stat4")
+        rows = stat_rows(counts)
+    except ValueError:
+        for table in counts:
+            conn.execute(f"ANALYZE [{table}]")
+        return
     conn.execute(f"DELETE FROM sqlite_stat1 WHERE tbl IN ({', '.join('?' * len(counts))})", list(counts))
-    conn.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", stat_rows(counts))
+    conn.executemany("INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES (?, ?, ?)", rows)
 
 
 def similarity_counts(pair_keys, n_papers: int) -> dict:

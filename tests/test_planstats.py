@@ -45,3 +45,20 @@ def test_full_build_statistics_are_analyzes(tmp_path):
     assert built == analyzed
     # every counted table has rows in the generated KB, so that each of its counts is checked
     assert {*planstats.TABLES, "paper_similarity"} <= {t for t, _i, _s in built}
+
+
+def test_counts_out_of_range_fall_back_to_analyze(tmp_path):
+    # counts no table can have (a bug) do not reach sqlite_stat1: the table is analyzed instead
+    conn = sqlite3.connect(tmp_path / "t.db", isolation_level=None)
+    conn.execute("CREATE TABLE keywords (paper_id TEXT, keyword TEXT, major INTEGER, owner TEXT, "
+                 "PRIMARY KEY (paper_id, keyword))")
+    conn.execute("CREATE INDEX idx_keywords_keyword ON keywords (keyword)")
+    conn.executemany("INSERT INTO keywords VALUES (?, ?, 0, NULL)", [("p1", "a"), ("p1", "b"), ("p2", "a")])
+    conn.execute("ANALYZE")
+    analyzed = sorted(conn.execute("SELECT * FROM sqlite_stat1"))
+    conn.execute("DELETE FROM sqlite_stat1")
+    planstats.write(conn, {"keywords": {"rows": 3, "paper_id": 2, "keyword": 2}})
+    assert sorted(conn.execute("SELECT * FROM sqlite_stat1")) == analyzed        # right counts: the same rows
+    conn.execute("DELETE FROM sqlite_stat1")
+    planstats.write(conn, {"keywords": {"rows": 3, "paper_id": 0, "keyword": 7}})
+    assert sorted(conn.execute("SELECT * FROM sqlite_stat1")) == analyzed        # wrong ones: ANALYZE's
