@@ -328,6 +328,7 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
     copied = copying.submit(shutil.copyfile, db_path, tmp)
     flushed = None
     conn = None
+    before = None                         # the database before this build, read-only, while the new rows are made
     try:
         if len(state["src"]) >= store.PARALLEL_MIN_EDGES:
             from . import graph
@@ -352,11 +353,9 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
 
         old_ids = state["ids"]
         old_set = set(old_ids)
-        conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:                                  # works known only from references (a "ref:" key may be a full record)
-            old_stubs = {r[0] for r in conn0.execute("SELECT id FROM papers WHERE resolved = 0")}
-        finally:
-            conn0.close()
+        before = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+        # works known only from references (a "ref:" key may be a full record)
+        old_stubs = {r[0] for r in before.execute("SELECT id FROM papers WHERE resolved = 0")}
         # deletions (MEDLINE update files carry them) of papers the database does not hold change nothing else
         if reader.deleted & old_set:
             raise Fallback(f"a deletion of a paper the knowledge base has: {sorted(reader.deleted & old_set)[0]}")
@@ -390,15 +389,11 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         merged_edges = {}                    # edges the database has, with new sources: their new citations row
         old_citing = [pair for pair in pairs if pair[0] in old_set]
         if old_citing:
-            conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-            try:
-                for pair in old_citing:
-                    row = conn0.execute("SELECT raw, sources FROM citations WHERE citing_id = ? AND cited_id = ?",
-                                        pair).fetchone()
-                    if row:
-                        merged_edges[pair] = _merged_edge(pair, edges[pair], row[0], row[1])
-            finally:
-                conn0.close()
+            for pair in old_citing:
+                row = before.execute("SELECT raw, sources FROM citations WHERE citing_id = ? AND cited_id = ?",
+                                     pair).fetchone()
+                if row:
+                    merged_edges[pair] = _merged_edge(pair, edges[pair], row[0], row[1])
             pairs = [pair for pair in pairs if pair not in merged_edges]
         stub_raws = {k: v for k, v in state["stub_raws"].items() if k not in papers}
         now_real = sorted(old_stubs & set(papers))
@@ -455,11 +450,8 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         source_rows = list(store._citation_source_rows(pairs, edges))
         source_rows += [(a, b, source) for (a, b), (*_row, new) in sorted(merged_edges.items()) for source in new]
         rows.tally()
-        conn0 = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
-        try:
-            stats = planstats.increment_counts(state["planstats"], conn0, rows, src, dst, len(ids), source_rows)
-        finally:
-            conn0.close()
+        stats = planstats.increment_counts(state["planstats"], before, rows, src, dst, len(ids), source_rows)
+        before.close()
         timings["rows"] = time.perf_counter() - t
 
         t = time.perf_counter()
@@ -471,11 +463,8 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         conn.execute("BEGIN")
         replaced = now_real + [k for k in rebuilt if k in old_set]
         conn.executemany("DELETE FROM papers WHERE id = ?", ((k,) for k in replaced))
-        store._load_rows(conn, "paper_authors", rows.pa)
-        store._load_rows(conn, "paper_mesh", rows.mesh)
-        store._load_rows(conn, "keywords", rows.kw)
-        store._load_rows(conn, "publication_types", rows.pt)
-        store._load_rows(conn, "paper_concepts", rows.pc)
+        for table, made in rows.per_paper():
+            store._load_rows(conn, table, made)
         for table, made in (("journals", rows.journal_rows(jkeys)), ("authors", rows.author_rows(akeys)),
                             ("mesh_descriptors", rows.descriptor_rows(uis))):
             cols = list(store.SCHEMA[table][0])
@@ -555,8 +544,9 @@ def _build_incremental(paths, db_path, lexicon_path, progress, seeds, threads) -
         os.replace(tmp, db_path)
     except BaseException:
         try:
-            if conn is not None:
-                conn.close()
+            for c in (conn, before):
+                if c is not None:
+                    c.close()
             copied.exception()                                # the copy finished (or failed) before its removal
         except Exception:
             pass

@@ -105,19 +105,19 @@ def _citation_counts(src, dst, n_papers: int, source_rows: int, sources: int) ->
                                  "cited_id": cited, "source": sources}}
 
 
-# the per-paper tables' second indexed column; an author or MeSH descriptor has its aggregate row (store._Rows)
-# for as long as a paper has it, so that those two are counted by the aggregates
-PER_PAPER = (("paper_authors", "author_id"), ("paper_mesh", "descriptor_ui"), ("keywords", "keyword"),
-             ("publication_types", "name"))
+# the per-paper tables: (table, its second indexed column, the store._Rows aggregate whose rows count that column's
+# distinct values, or None: an author or MeSH descriptor has its aggregate row for as long as a paper has it; the
+# keywords and publication types are counted in _Rows.values)
+PER_PAPER = (("paper_authors", "author_id", "authors"), ("paper_mesh", "descriptor_ui", "descriptors"),
+             ("keywords", "keyword", None), ("publication_types", "name", None))
 
 
 def full_counts(rows, src, dst, n_papers: int, source_rows: int, sources: set) -> dict:
     """The counts of a full build: `rows` (a store._Rows) has tallied every per-paper row; `sources` are the
     citation sources named, `source_rows` the citation_sources rows."""
     out = _citation_counts(src, dst, n_papers, source_rows, len(sources))
-    aggregates = {"paper_authors": rows.authors, "paper_mesh": rows.descriptors}
-    for table, column in PER_PAPER:
-        distinct = aggregates[table] if table in aggregates else rows.values[table]
+    for table, column, aggregate in PER_PAPER:
+        distinct = getattr(rows, aggregate) if aggregate else rows.values[table]
         out[table] = {**rows.counted[table], column: len(distinct)}
     return out
 
@@ -130,10 +130,9 @@ def increment_counts(old: dict, conn, rows, src, dst, n_papers: int, source_rows
     out = _citation_counts(src, dst, n_papers, old["citation_sources"]["rows"] + len(source_rows),
                            old["citation_sources"]["source"]
                            + absent(conn, "citation_sources", "source", {r[2] for r in source_rows}))
-    aggregates = {"paper_authors": rows.authors, "paper_mesh": rows.descriptors}
-    for table, column in PER_PAPER:
+    for table, column, aggregate in PER_PAPER:
         new = rows.counted[table]
-        distinct = len(aggregates[table]) if table in aggregates else \
+        distinct = len(getattr(rows, aggregate)) if aggregate else \
             old[table][column] + absent(conn, table, column, rows.values[table])
         out[table] = {"rows": old[table]["rows"] + new["rows"], "paper_id": old[table]["paper_id"] + new["paper_id"],
                       column: distinct}

@@ -1019,11 +1019,10 @@ class _Rows:
         self.inserted = 0                        # papers rows inserted by flush
         self.texts: dict | None = None           # text_hits by key, made by a _TextMatcher (None: made here)
         self.own_texts: set = set()              # keys whose text_hits are made here all the same (merged papers)
-        # kb.planstats: the per-paper tables' rows and distinct papers, and their distinct keywords and publication
-        # types, counted by tally()
-        self.counted = {t: {"rows": 0, "paper_id": 0} for t in ("paper_authors", "paper_mesh", "keywords",
-                                                                 "publication_types")}
-        self.values: dict[str, set] = {"keywords": set(), "publication_types": set()}
+        # kb.planstats: the per-paper tables' rows and distinct papers, and the distinct values of their second
+        # column where no aggregate counts them (keywords, publication types), counted by tally()
+        self.counted = {t: {"rows": 0, "paper_id": 0} for t, _column, _aggregate in planstats.PER_PAPER}
+        self.values: dict[str, set] = {t: set() for t, _column, aggregate in planstats.PER_PAPER if not aggregate}
 
     def add(self, key: str, p: dict):
         stub = p.get("_stub", False)
@@ -1192,17 +1191,22 @@ class _Rows:
             fts.send([(rowid, *(row[i] for i in FTS_POSITIONS)) for rowid, row in enumerate(self.papers, first)])
         self.inserted += len(self.papers)
         self.papers.clear()
-        for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
-                            ("publication_types", self.pt), ("paper_concepts", self.pc)):
+        for table, rows in self.per_paper():
             _load_rows(conn, table, rows)
             rows.clear()
+
+    def per_paper(self):
+        """(table, rows held) of the per-paper tables."""
+        return (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
+                ("publication_types", self.pt), ("paper_concepts", self.pc))
 
     def tally(self):
         """Count the per-paper rows held now into `counted` and `values` (a paper's rows are never split between
         two calls: flush comes between papers)."""
-        for table, rows in (("paper_authors", self.pa), ("paper_mesh", self.mesh), ("keywords", self.kw),
-                            ("publication_types", self.pt)):
-            counted = self.counted[table]
+        for table, rows in self.per_paper():
+            counted = self.counted.get(table)
+            if counted is None:                  # paper_concepts: ANALYZEd, small
+                continue
             counted["rows"] += len(rows)
             counted["paper_id"] += len(set(map(itemgetter(0), rows)))
             if table in self.values:
