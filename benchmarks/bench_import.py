@@ -119,6 +119,16 @@ print(json.dumps({"records": n, "seconds": time.perf_counter() - t,
 }
 
 
+def compiled_reader(code: Path) -> str:
+    """Whether that tree's kb reads PubMed fields with its compiled module (kb/parse/_pubmed_fields.pyx, built by
+    `pip install -e .`): a run without it measures the Python reader, ~1.4x slower."""
+    probe = ("import sys; sys.path.insert(0, sys.argv[1]); from kb.parse import pubmed_xml; "
+             "print('compiled field reader' if getattr(pubmed_xml, '_compiled_article', None) else "
+             "'Python field reader (kb/parse/_pubmed_fields.pyx not built)')")
+    out = subprocess.run([sys.executable, "-c", probe, str(code)], capture_output=True, text=True)
+    return out.stdout.strip() or f"kb not importable from {code}"
+
+
 def run(name: str, path: Path, repeat: int = 1, code: Path = PROJECT) -> dict:
     """Median of `repeat` runs (by records/s), each in a fresh interpreter, with the min and max rates and the
     median CPU time per record (all processes: steadier than wall time on a shared machine); peak memory is the
@@ -197,7 +207,9 @@ def main(argv=None):
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {load:.2f} at start; "
-          f"sample {args.sample.name}; median of {args.repeat} runs each")
+          f"sample {args.sample.name}; median of {args.repeat} runs each; {compiled_reader(PROJECT)}")
+    if args.baseline:
+        print(f"previous code ({args.baseline}): {compiled_reader(args.baseline)}")
     with tempfile.TemporaryDirectory(prefix="kb-bench-") as tmp:
         plain = Path(tmp) / "bench.xml"
         n = build_file(args.sample, plain, args.records)
