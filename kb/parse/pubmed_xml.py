@@ -11,7 +11,7 @@ from ..records import normalize_doi, paper_key, provenance as make_provenance
 from .source import BLOCK, ROOTS, _one_line, _read_prolog, _Source, _syntax_message
 from .values import _clean, _date, _join_sections, _orcid, _pmcid
 
-try:  # the compiled twin of _article (setup.py builds it; optional): the same records, ~3x less CPU
+try:  # the compiled twin of _article (setup.py builds it; optional): the same records, ~4x less CPU for the fields
     from ._pubmed_fields import article as _compiled_article
 except ImportError:  # pragma: no cover - a build without a C compiler
     _compiled_article = None
