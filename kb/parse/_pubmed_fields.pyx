@@ -92,12 +92,16 @@ cdef int _all_text(xmlNode* el, list parts) except -1:
     return 0
 
 
+cdef inline bint _trimmed(const char* s, size_t n) noexcept:
+    """Non-empty, starting and ending with a visible ASCII character: nothing for str.strip() to remove."""
+    return n > 0 and 0x20 < <unsigned char>s[0] < 0x7f and 0x20 < <unsigned char>s[n - 1] < 0x7f
+
+
 cdef object _clean_bytes(const char* s, size_t n):
     """values._clean of UTF-8 bytes: decoded as they are when they hold no tab, newline, carriage return
     or double space and start and end with a visible ASCII character (most PubMed text), else by _clean."""
-    cdef bint plain = (n > 0 and 0x20 < <unsigned char>s[0] < 0x7f and 0x20 < <unsigned char>s[n - 1] < 0x7f
-                       and memchr(s, 10, n) is NULL and memchr(s, 9, n) is NULL and memchr(s, 13, n) is NULL
-                       and strstr(s, "  ") is NULL)
+    cdef bint plain = (_trimmed(s, n) and memchr(s, 10, n) is NULL and memchr(s, 9, n) is NULL
+                       and memchr(s, 13, n) is NULL and strstr(s, "  ") is NULL)
     if plain:
         return PyUnicode_DecodeUTF8(s, n, NULL)
     return _clean(PyUnicode_DecodeUTF8(s, n, NULL))
@@ -140,14 +144,14 @@ cdef object _text_clean(xmlNode* el):
 cdef object _leaf(xmlNode* el):
     """pubmed_xml._leaf: the fast path for one plain text node (no newline, no double space, no
     whitespace at either end needs no strip at all), else _t."""
-    cdef xmlNode* c = el.children
+    cdef xmlNode* c = _only_text(el)
     cdef const char* s
     cdef size_t n
-    if c is not NULL and c.type == tree.XML_TEXT_NODE and c.next is NULL and c.content is not NULL:
+    if c is not NULL:
         s = <const char*>c.content
         n = strlen(s)
-        if n and strchr(s, 10) is NULL and strstr(s, "  ") is NULL:
-            if 0x20 < <unsigned char>s[0] < 0x7f and 0x20 < <unsigned char>s[n - 1] < 0x7f:
+        if strchr(s, 10) is NULL and strstr(s, "  ") is NULL:
+            if _trimmed(s, n):
                 return PyUnicode_DecodeUTF8(s, n, NULL)
             return PyUnicode_DecodeUTF8(s, n, NULL).strip() or None
     s2 = _text(el)
